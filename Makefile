@@ -1,0 +1,42 @@
+# rack: make build | make test | make lint | make fuzz | make bench
+# `make test` is what CI runs (.ci/run): it installs what it needs itself.
+
+GO          ?= go
+BIN         := bin/rack
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+FUZZTIME    ?= 20s
+export CACHE_DIR := $(CURDIR)/.cache
+
+.PHONY: build test lint fuzz unit deps bench clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rack
+
+## test: everything CI runs — system packages, lint, a bounded fuzz run, all tests.
+test: deps lint fuzz unit
+
+# Debian packages the test rack needs (real sshd hosts in namespaces). Needs
+# root; without it the root-only tests skip with a reason instead.
+deps:
+	@scripts/install-deps.sh
+
+lint:
+	@echo "== gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "not gofmt-ed:"; echo "$$out"; exit 1; fi
+	@echo "== go vet"; $(GO) vet ./...
+	@echo "== staticcheck"; $(GO) run $(STATICCHECK) ./...
+
+fuzz:
+	@echo "== fuzz inventory loader ($(FUZZTIME))"
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./inventory/
+
+unit:
+	@scripts/test.sh
+
+bench:
+	@scripts/bench.sh
+
+clean:
+	rm -rf bin .cache
