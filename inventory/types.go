@@ -2,6 +2,8 @@
 // (with line numbers kept for every key), defaults and validation.
 package inventory
 
+import "path/filepath"
+
 // Inventory is the whole rack as the user described it, after defaults.
 type Inventory struct {
 	// File is the path the inventory was loaded from ("" when built in code).
@@ -271,4 +273,10 @@ func (inv *Inventory) Node(name string) (Node, bool) {
 		}
 	}
 	return Node{}, false
+}
+
+// StateDir is where rack keeps this cluster's local state (the generated
+// token, Pulumi state): .rack/<cluster> beside the inventory file.
+func (inv *Inventory) StateDir() string {
+	return filepath.Join(inv.Dir(), ".rack", inv.Cluster.Name)
 }

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/homelab/rack/inventory"
+	"github.com/homelab/rack/nodes"
+	"github.com/homelab/rack/nodes/k3s"
+)
+
+// loadInventory loads and validates; problems are printed to stderr, and an
+// invalid inventory stops the command before anything is contacted.
+func loadInventory(g *globals) (*inventory.Inventory, error) {
+	inv, problems, err := inventory.Load(g.inventory)
+	if err != nil {
+		return nil, fail(err)
+	}
+	for _, p := range problems {
+		fmt.Fprintln(g.stderr, p)
+	}
+	if problems.HasErrors() {
+		return nil, fail(fmt.Errorf("%s is invalid: fix the problems above (rack inventory validate lists them)", g.inventory))
+	}
+	return inv, nil
+}
+
+// nodeFlags are the flags of commands that work on nodes over SSH.
+type nodeFlags struct {
+	concurrency int
+	timeout     time.Duration
+}
+
+func (f *nodeFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.concurrency, "concurrency", 10, "nodes worked on at once")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 5*time.Minute, "how long to wait for each node to be Ready")
+}
+
+func (f *nodeFlags) options(g *globals, inv *inventory.Inventory) (k3s.Options, error) {
+	if f.concurrency < 1 {
+		return k3s.Options{}, fmt.Errorf("--concurrency %d: must be at least 1", f.concurrency)
+	}
+	o, err := k3s.NewOptions(inv)
+	if err != nil {
+		return o, fail(err)
+	}
+	o.ReadyTimeout = f.timeout
+	o.FanOut = nodes.FanOutOptions{Concurrency: f.concurrency, Progress: nodes.NewProgress(g.stderr)}
+	if g.verbose {
+		o.FanOut.Connect.Output = g.stderr
+	}
+	return o, nil
+}
+
+// signalContext is cancelled by Ctrl-C or SIGTERM, so work stops cleanly.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+func newPlanCmd(g *globals) *cobra.Command {
+	var nf nodeFlags
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Show what rack up would change on each node, and why; changes nothing",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(*cobra.Command, []string) error {
+			inv, err := loadInventory(g)
+			if err != nil {
+				return err
+			}
+			o, err := nf.options(g, inv)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			plan, err := k3s.BuildPlan(ctx, inv, o)
+			if err != nil {
+				return fail(err)
+			}
+			if err := printPlan(g, plan); err != nil {
+				return fail(err)
+			}
+			if len(plan.Problems()) > 0 {
+				return fail(errSilent)
+			}
+			return nil
+		},
+	}
+	nf.register(cmd)
+	return cmd
+}
+
+func printPlan(g *globals, plan *k3s.Plan) error {
+	if g.output == outputJSON {
+		return writeJSON(g.stdout, plan)
+	}
+	return plan.WriteText(g.stdout)
+}
+
+func newUpCmd(g *globals) *cobra.Command {
+	var nf nodeFlags
+	var nodesOnly bool
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Bootstrap every node (install or join k3s, idempotent) and fetch the kubeconfig",
+		Long: `rack up brings every node to what the inventory says: k3s installed at the
+inventory's version, configured, running and Ready. It prints the plan first and
+asks before changing anything (unless --yes). Running it again on a converged
+rack changes nothing and uploads nothing.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(*cobra.Command, []string) error {
+			if !nodesOnly {
+				return fmt.Errorf("this rack build bootstraps the nodes only: run rack up --nodes-only (the platform stacks are not part of it yet)")
+			}
+			inv, err := loadInventory(g)
+			if err != nil {
+				return err
+			}
+			o, err := nf.options(g, inv)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			plan, err := k3s.BuildPlan(ctx, inv, o)
+			if err != nil {
+				return fail(err)
+			}
+			if err := printPlan(g, plan); err != nil {
+				return fail(err)
+			}
+			if plan.Changes() > 0 && !g.yes {
+				if err := confirm(g, fmt.Sprintf("Apply these changes to %d node(s)?", plan.Changes())); err != nil {
+					return err
+				}
+			}
+			out, err := k3s.Apply(ctx, plan, o)
+			if out != nil {
+				fmt.Fprintln(g.stderr)
+				_ = nodes.WriteSummary(g.stderr, out.Results)
+				if out.Kubeconfig != nil && o.Kubeconfig != "" {
+					fmt.Fprintf(g.stderr, "kubeconfig: context %q in %s\n", inv.Cluster.Name, o.Kubeconfig)
+				}
+			}
+			if err != nil {
+				return fail(err)
+			}
+			if plan.Changes() == 0 {
+				fmt.Fprintln(g.stdout, "no changes: the rack is up to date")
+			}
+			return nil
+		},
+	}
+	nf.register(cmd)
+	cmd.Flags().BoolVar(&nodesOnly, "nodes-only", false, "stop after the nodes (no platform stacks)")
+	return cmd
+}
+
+// confirm asks on the terminal; without one, --yes is required.
+func confirm(g *globals, question string) error {
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return fmt.Errorf("not asking for confirmation without a terminal: pass --yes (or RACK_YES=1) to apply")
+	}
+	fmt.Fprintf(g.stderr, "%s [y/N] ", question)
+	answer, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+		return fail(fmt.Errorf("cancelled: nothing was changed"))
+	}
+	return nil
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var kubeconfig string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show every node: role, arch, k3s version, Ready, cordoned",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(*cobra.Command, []string) error {
+			inv, err := loadInventory(g)
+			if err != nil {
+				return err
+			}
+			if kubeconfig == "" {
+				if kubeconfig, err = k3s.DefaultKubeconfigPath(); err != nil {
+					return fail(err)
+				}
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			st, err := k3s.ReadStatus(ctx, inv, kubeconfig)
+			if err != nil {
+				return fail(err)
+			}
+			if g.output == outputJSON {
+				err = writeJSON(g.stdout, st)
+			} else {
+				err = st.WriteText(g.stdout)
+			}
+			if err != nil {
+				return fail(err)
+			}
+			if !st.Healthy() {
+				return fail(fmt.Errorf("not every node is Ready"))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig holding the cluster's context (default $KUBECONFIG or ~/.kube/config)")
+	return cmd
+}

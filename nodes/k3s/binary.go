@@ -1,0 +1,272 @@
+package k3s
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultReleaseURL is where k3s publishes its release assets.
+const DefaultReleaseURL = "https://github.com/k3s-io/k3s/releases/download"
+
+// Binaries finds the k3s binary (and airgap images) for a version and arch:
+// first in the inventory's airgap folder, then in the local cache, and only
+// then from the k3s release, verified against the release's checksum file.
+type Binaries struct {
+	// CacheDir is ~/.cache/rack/k3s by default.
+	CacheDir string
+	// Airgap is the inventory's cluster.k3s.airgap folder, resolved; "" for none.
+	Airgap string
+	// ReleaseURL is the base of release downloads (DefaultReleaseURL).
+	ReleaseURL string
+	// Client downloads; nil means http.DefaultClient.
+	Client *http.Client
+}
+
+// Artifact is a verified local file.
+type Artifact struct {
+	Path   string
+	SHA256 string
+	Size   int64
+}
+
+// DefaultCacheDir is ~/.cache/rack/k3s (XDG_CACHE_HOME honoured).
+func DefaultCacheDir() (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache folder for k3s binaries: %w (set XDG_CACHE_HOME)", err)
+	}
+	return filepath.Join(dir, "rack", "k3s"), nil
+}
+
+// assetName is the release asset of the k3s binary for an arch.
+func assetName(arch string) (string, error) {
+	switch arch {
+	case "amd64":
+		return "k3s", nil
+	case "arm64":
+		return "k3s-arm64", nil
+	case "arm":
+		return "k3s-armhf", nil
+	}
+	return "", fmt.Errorf("k3s publishes no binary for arch %q (amd64, arm64, arm)", arch)
+}
+
+// Binary returns the verified k3s binary for version and arch.
+func (b Binaries) Binary(ctx context.Context, version, arch string) (Artifact, error) {
+	asset, err := assetName(arch)
+	if err != nil {
+		return Artifact{}, err
+	}
+	if b.Airgap != "" {
+		// Upstream's file names, flat or in one folder per arch.
+		for _, p := range []string{filepath.Join(b.Airgap, asset), filepath.Join(b.Airgap, arch, "k3s")} {
+			if _, err := os.Stat(p); err == nil {
+				return b.verifyAirgap(p, asset)
+			}
+		}
+		return Artifact{}, fmt.Errorf("airgap folder %s has no k3s binary for %s: put the release asset %s there (or %s/k3s)", b.Airgap, arch, asset, arch)
+	}
+	dir := filepath.Join(b.CacheDir, version, arch)
+	cached := filepath.Join(dir, "k3s")
+	if a, err := verifyCached(cached); err == nil {
+		return a, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return Artifact{}, err
+	}
+	return b.download(ctx, version, arch, asset, dir)
+}
+
+// AirgapImages lists the image tarballs for arch in the airgap folder.
+func (b Binaries) AirgapImages(arch string) ([]string, error) {
+	if b.Airgap == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, dir := range []string{b.Airgap, filepath.Join(b.Airgap, arch)} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			isTar := strings.HasSuffix(name, ".tar") || strings.HasSuffix(name, ".tar.gz") || strings.HasSuffix(name, ".tar.zst")
+			if e.Type().IsRegular() && isTar && (dir != b.Airgap || strings.Contains(name, "-"+arch+".")) {
+				out = append(out, filepath.Join(dir, name))
+			}
+		}
+	}
+	return out, nil
+}
+
+// verifyAirgap checks a binary in the airgap folder against the release
+// checksum file beside it (sha256sum-<arch>.txt) when there is one.
+func (b Binaries) verifyAirgap(path, asset string) (Artifact, error) {
+	a, err := hashFile(path)
+	if err != nil {
+		return Artifact{}, err
+	}
+	sums, _ := filepath.Glob(filepath.Join(b.Airgap, "sha256sum-*.txt"))
+	for _, s := range sums {
+		f, err := os.Open(s)
+		if err != nil {
+			continue
+		}
+		want, found, err := findSum(f, asset)
+		f.Close()
+		if err == nil && found && want != a.SHA256 {
+			return Artifact{}, fmt.Errorf("%s: sha256 %s does not match %s (%s): the file is damaged or not that release", path, a.SHA256, want, s)
+		}
+	}
+	return a, nil
+}
+
+// verifyCached checks a cached binary against the checksum recorded beside it
+// when it was downloaded, so a damaged cache is never uploaded to a node.
+func verifyCached(path string) (Artifact, error) {
+	want, err := os.ReadFile(path + ".sha256")
+	if err != nil {
+		return Artifact{}, err
+	}
+	a, err := hashFile(path)
+	if err != nil {
+		return Artifact{}, err
+	}
+	if strings.TrimSpace(string(want)) != a.SHA256 {
+		return Artifact{}, fmt.Errorf("cached k3s binary %s is damaged (sha256 %s, recorded %s): delete the folder and run again", path, a.SHA256, strings.TrimSpace(string(want)))
+	}
+	return a, nil
+}
+
+func (b Binaries) download(ctx context.Context, version, arch, asset, dir string) (Artifact, error) {
+	base := b.ReleaseURL
+	if base == "" {
+		base = DefaultReleaseURL
+	}
+	client := b.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	release := base + "/" + url.PathEscape(version) + "/"
+	sumsBody, err := fetch(ctx, client, release+"sha256sum-"+arch+".txt")
+	if err != nil {
+		return Artifact{}, fmt.Errorf("k3s %s for %s is not cached in %s and could not be downloaded: %w (offline? set cluster.k3s.airgap to a folder holding %s)", version, arch, dir, err, asset)
+	}
+	defer sumsBody.Close()
+	want, found, err := findSum(sumsBody, asset)
+	if err != nil || !found {
+		return Artifact{}, fmt.Errorf("the checksum file of k3s %s lists no %s: is %s a k3s release?", version, asset, version)
+	}
+	body, err := fetch(ctx, client, release+asset)
+	if err != nil {
+		return Artifact{}, fmt.Errorf("download k3s %s (%s): %w", version, asset, err)
+	}
+	defer body.Close()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Artifact{}, err
+	}
+	tmp, err := os.CreateTemp(dir, ".k3s-download-*")
+	if err != nil {
+		return Artifact{}, err
+	}
+	defer os.Remove(tmp.Name())
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return Artifact{}, fmt.Errorf("download k3s %s (%s): %w", version, asset, err)
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if got != want {
+		return Artifact{}, fmt.Errorf("downloaded k3s %s (%s) has sha256 %s but the release says %s: refusing it", version, asset, got, want)
+	}
+	if err := os.Chmod(tmp.Name(), 0o755); err != nil {
+		return Artifact{}, err
+	}
+	final := filepath.Join(dir, "k3s")
+	if err := writeFileAtomic(final+".sha256", []byte(got+"\n"), 0o644); err != nil {
+		return Artifact{}, err
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{Path: final, SHA256: got, Size: n}, nil
+}
+
+func fetch(ctx context.Context, client *http.Client, u string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// findSum reads a sha256sum file ("<hex>  <name>") for name.
+func findSum(r io.Reader, name string) (string, bool, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 2 && strings.TrimPrefix(fields[1], "*") == name {
+			return strings.ToLower(fields[0]), true, nil
+		}
+	}
+	return "", false, sc.Err()
+}
+
+func hashFile(path string) (Artifact, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Artifact{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return Artifact{}, err
+	}
+	return Artifact{Path: path, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
+}
+
+// writeFileAtomic writes a temp file beside path and renames it into place.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

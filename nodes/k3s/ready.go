@@ -1,0 +1,69 @@
+package k3s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// NodeReady reports whether a Node has condition Ready=True.
+func NodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// WaitReady waits until the Node is registered, Ready, and runs version
+// (so an upgrade is only done when the new kubelet reports in).
+func WaitReady(ctx context.Context, cs kubernetes.Interface, name, version string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := "not registered with the API server yet"
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			ready := NodeReady(n)
+			if ready && (version == "" || n.Status.NodeInfo.KubeletVersion == version) {
+				return nil
+			}
+			last = describeNode(n, ready, version)
+		case apierrors.IsNotFound(err):
+			last = "not registered with the API server yet"
+		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		default:
+			last = "API server: " + err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("node %s did not become Ready within %s: %s; look at the k3s log on the node (journalctl -u k3s or k3s-agent)", name, timeout, last)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func describeNode(n *corev1.Node, ready bool, version string) string {
+	if ready {
+		return fmt.Sprintf("Ready but runs %s, not %s", n.Status.NodeInfo.KubeletVersion, version)
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return fmt.Sprintf("Ready=%s (%s: %s)", c.Status, c.Reason, c.Message)
+		}
+	}
+	return "registered, no Ready condition yet"
+}
