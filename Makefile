@@ -9,7 +9,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 20s
 export CACHE_DIR := $(CURDIR)/.cache
 
-.PHONY: build test lint fuzz unit deps bench clean
+.PHONY: build test lint fuzz unit deps bench clean demo demo-down
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/rack
@@ -37,6 +37,19 @@ unit:
 
 bench:
 	@scripts/bench.sh
+
+## demo: a 3-host test rack on this machine (needs root), bootstrapped by rack.
+## Afterwards: bin/rack -i .demo/rack.yaml status. Remove it with make demo-down.
+DEMO := bin/rack -i .demo/rack.yaml
+demo: build deps
+	@scripts/build-controlplane.sh >/dev/null
+	@$(GO) run ./scripts/demo up -dir .demo
+	KUBECONFIG=$(CURDIR)/.demo/kubeconfig $(DEMO) plan
+	KUBECONFIG=$(CURDIR)/.demo/kubeconfig $(DEMO) up --nodes-only --yes
+	$(DEMO) status
+
+demo-down:
+	@$(GO) run ./scripts/demo down -dir .demo
 
 clean:
 	rm -rf bin .cache

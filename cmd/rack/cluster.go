@@ -190,11 +190,6 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if kubeconfig == "" {
-				if kubeconfig, err = k3s.DefaultKubeconfigPath(); err != nil {
-					return fail(err)
-				}
-			}
 			ctx, cancel := signalContext()
 			defer cancel()
 			st, err := k3s.ReadStatus(ctx, inv, kubeconfig)
@@ -215,6 +210,6 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig holding the cluster's context (default $KUBECONFIG or ~/.kube/config)")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig holding a context named after the cluster (default: the one rack up keeps in .rack/<cluster>/)")
 	return cmd
 }

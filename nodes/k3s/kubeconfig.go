@@ -10,6 +10,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/homelab/rack/inventory"
 )
 
 // Kubeconfig is the cluster's admin kubeconfig as fetched from the first
@@ -62,6 +64,24 @@ func (k *Kubeconfig) Clientset() (*kubernetes.Clientset, error) {
 
 // Bytes is the kubeconfig serialized (credentials included).
 func (k *Kubeconfig) Bytes() ([]byte, error) { return clientcmd.Write(*k.config) }
+
+// StateKubeconfig is rack's own copy of the cluster's admin kubeconfig, kept
+// 0600 beside the token in .rack/<cluster>/.
+func StateKubeconfig(inv *inventory.Inventory) string {
+	return filepath.Join(inv.StateDir(), "kubeconfig")
+}
+
+// Save writes the kubeconfig alone to path, 0600, in a 0700 folder.
+func (k *Kubeconfig) Save(path string) error {
+	data, err := k.Bytes()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(path, data, 0o600)
+}
 
 // DefaultKubeconfigPath is the first file of $KUBECONFIG, else ~/.kube/config.
 func DefaultKubeconfigPath() (string, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,9 +24,10 @@ func NodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// WaitReady waits until the Node is registered, Ready, and runs version
-// (so an upgrade is only done when the new kubelet reports in).
-func WaitReady(ctx context.Context, cs kubernetes.Interface, name, version string, timeout time.Duration) error {
+// WaitReady waits until the Node is registered, Ready, runs version and
+// carries labels. A restarted node stays Ready from before its restart for a
+// while, so only the new version and labels prove the new config took effect.
+func WaitReady(ctx context.Context, cs kubernetes.Interface, name, version string, labels map[string]string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := "not registered with the API server yet"
@@ -35,10 +38,14 @@ func WaitReady(ctx context.Context, cs kubernetes.Interface, name, version strin
 		switch {
 		case err == nil:
 			ready := NodeReady(n)
-			if ready && (version == "" || n.Status.NodeInfo.KubeletVersion == version) {
+			missing := missingLabels(n, labels)
+			if ready && (version == "" || n.Status.NodeInfo.KubeletVersion == version) && missing == "" {
 				return nil
 			}
 			last = describeNode(n, ready, version)
+			if ready && missing != "" {
+				last = "Ready, but without label(s) " + missing
+			}
 		case apierrors.IsNotFound(err):
 			last = "not registered with the API server yet"
 		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
@@ -66,4 +73,15 @@ func describeNode(n *corev1.Node, ready bool, version string) string {
 		}
 	}
 	return "registered, no Ready condition yet"
+}
+
+func missingLabels(n *corev1.Node, want map[string]string) string {
+	var out []string
+	for k, v := range want {
+		if n.Labels[k] != v {
+			out = append(out, k+"="+v)
+		}
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }

@@ -253,7 +253,8 @@ func envFile() string {
 
 func systemdUnit(name, role string) string {
 	// The same service shape as upstream's installer: k3s manages its own
-	// child processes (KillMode=process) and cgroups (Delegate=yes).
+	// child processes (KillMode=process) and cgroups (Delegate=yes). No
+	// modprobe lines: k3s loads br_netfilter and overlay itself when it starts.
 	typ := "notify"
 	if role == "agent" {
 		typ = "exec"
@@ -280,8 +281,6 @@ TasksMax=infinity
 TimeoutStartSec=0
 Restart=always
 RestartSec=5s
-ExecStartPre=-/sbin/modprobe br_netfilter
-ExecStartPre=-/sbin/modprobe overlay
 ExecStart=` + BinaryPath + ` ` + role + `
 `
 }

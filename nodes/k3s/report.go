@@ -93,9 +93,13 @@ type Status struct {
 	Nodes   []NodeStatus `json:"nodes"`
 }
 
-// ReadStatus asks the API server (through the kubeconfig context rack wrote)
-// for every Node and lines them up with the inventory.
+// ReadStatus asks the API server for every Node and lines them up with the
+// inventory. It reads rack's own kubeconfig (.rack/<cluster>/kubeconfig) unless
+// kubeconfig names a file whose context named after the cluster is used.
 func ReadStatus(ctx context.Context, inv *inventory.Inventory, kubeconfig string) (*Status, error) {
+	if kubeconfig == "" {
+		kubeconfig = StateKubeconfig(inv)
+	}
 	kc, err := LoadContext(kubeconfig, inv.Cluster.Name)
 	if err != nil {
 		return nil, err

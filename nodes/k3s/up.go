@@ -333,7 +333,7 @@ func Apply(ctx context.Context, plan *Plan, o Options) (*Outcome, error) {
 			out.Kubeconfig = kc
 		}
 		h.Step("waiting until Ready")
-		return WaitReady(ctx, cs, np.Node, d.Version, o.readyTimeout())
+		return WaitReady(ctx, cs, np.Node, d.Version, d.Node.Labels, o.readyTimeout())
 	}
 
 	fo := o.FanOut
@@ -357,9 +357,15 @@ func Apply(ctx context.Context, plan *Plan, o Options) (*Outcome, error) {
 		fo.Serial, fo.StopOnError = false, false
 		out.Results = append(out.Results, nodes.FanOut(ctx, agents, fo, step)...)
 	}
-	if out.Kubeconfig != nil && o.Kubeconfig != "" {
-		if err := out.Kubeconfig.Merge(o.Kubeconfig); err != nil {
-			return out, fmt.Errorf("write kubeconfig %s: %w", o.Kubeconfig, err)
+	if out.Kubeconfig != nil {
+		// rack's own copy, so its commands never depend on the user's kubeconfig.
+		if err := out.Kubeconfig.Save(StateKubeconfig(inv)); err != nil {
+			return out, err
+		}
+		if o.Kubeconfig != "" {
+			if err := out.Kubeconfig.Merge(o.Kubeconfig); err != nil {
+				return out, fmt.Errorf("write kubeconfig %s: %w", o.Kubeconfig, err)
+			}
 		}
 	}
 	return out, sumBytes(out)
@@ -469,7 +475,8 @@ func applyNode(ctx context.Context, h *nodes.Host, np NodePlan, d Desired, o Opt
 // installPackages installs with whichever package manager the node has.
 func installPackages(pkgs []string) string {
 	list := strings.Join(pkgs, " ")
-	return `if command -v apt-get >/dev/null 2>&1; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q ` + list + `
+	return `set -e
+if command -v apt-get >/dev/null 2>&1; then DEBIAN_FRONTEND=noninteractive apt-get install -y -q ` + list + `
 elif command -v dnf >/dev/null 2>&1; then dnf install -y iscsi-initiator-utils nfs-utils
 elif command -v apk >/dev/null 2>&1; then apk add open-iscsi nfs-utils
 elif command -v zypper >/dev/null 2>&1; then zypper --non-interactive install open-iscsi nfs-client

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/homelab/rack/internal/testlab"
+)
+
+// TestCLIUpPlanStatus drives the rack binary's commands, in process, against
+// a test rack: plan, up --nodes-only --yes, a converged re-run, status.
+func TestCLIUpPlanStatus(t *testing.T) {
+	lab := testlab.New(t, testlab.Spec{Cluster: "cli", Nodes: []testlab.Node{
+		{Name: "srv", Role: "server", Pi: true}, {Name: "wrk", Role: "agent", Longhorn: true, LocalPV: "/storage"},
+	}})
+	env := lab.Env()
+	inv := []string{"-i", lab.Inventory}
+
+	out, errOut, code := rack(t, env, append(inv, "plan", "-o", "json")...)
+	if code != exitOK {
+		t.Fatalf("plan: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var plan struct {
+		Cluster string
+		Nodes   []struct{ Node, Role, Arch, Action string; Reasons, Steps []string }
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || plan.Cluster != "cli" || len(plan.Nodes) != 2 {
+		t.Fatalf("plan JSON: %v\n%s", err, out)
+	}
+	for _, n := range plan.Nodes {
+		if n.Action != "install" || len(n.Reasons) == 0 {
+			t.Errorf("plan for %s: %+v", n.Node, n)
+		}
+	}
+	if plan.Nodes[0].Arch != "arm64" || !strings.Contains(strings.Join(plan.Nodes[0].Steps, ","), "reboot") {
+		t.Errorf("the Pi server's plan: %+v", plan.Nodes[0])
+	}
+	// plan changed nothing.
+	if ok, _ := lab.Host("srv").FileExists("/usr/local/bin/k3s"); ok {
+		t.Fatal("rack plan installed k3s")
+	}
+
+	out1, err1, code := rack(t, env, append(inv, "up", "--nodes-only", "--yes")...)
+	if code != exitOK {
+		t.Fatalf("up: exit %d\n%s\n%s", code, out1, err1)
+	}
+	out2, err2, code := rack(t, env, append(inv, "up", "--nodes-only", "--yes")...)
+	if code != exitOK || !strings.Contains(out2, "no changes") {
+		t.Fatalf("converged up: exit %d\n%s\n%s", code, out2, err2)
+	}
+	token, err := os.ReadFile(filepath.Join(lab.Dir, ".rack", "cli", "token"))
+	if err != nil || len(strings.TrimSpace(string(token))) != 64 {
+		t.Fatalf("generated token: %v", err)
+	}
+	if all := out + errOut + out1 + err1 + out2 + err2; strings.Contains(all, strings.TrimSpace(string(token))) {
+		t.Fatal("rack's output contains the token")
+	}
+
+	out, errOut, code = rack(t, env, append(inv, "status", "-o", "json")...)
+	if code != exitOK {
+		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var st struct {
+		Cluster string
+		Nodes   []map[string]any
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Cluster != "cli" || len(st.Nodes) != 2 {
+		t.Fatalf("status JSON: %v\n%s", err, out)
+	}
+	for _, n := range st.Nodes {
+		for _, k := range []string{"name", "role", "arch", "version", "ready", "cordoned"} {
+			if _, ok := n[k]; !ok {
+				t.Errorf("status node lacks %q: %v", k, n)
+			}
+		}
+		if n["ready"] != true || n["version"] != lab.Spec.Version {
+			t.Errorf("status node %v", n)
+		}
+	}
+	out, _, code = rack(t, env, append(inv, "status")...)
+	if code != exitOK || !strings.Contains(out, "srv") || !strings.Contains(out, "arm64") {
+		t.Fatalf("status text: exit %d\n%s", code, out)
+	}
+
+	// Without a terminal and without --yes, rack up refuses to act.
+	lab.Spec.Nodes[1].Labels = map[string]string{"x": "y"}
+	if err := lab.WriteInventory(""); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = rack(t, env, append(inv, "up", "--nodes-only")...)
+	if code != exitUsage || !strings.Contains(errOut, "pass --yes") {
+		t.Fatalf("up without --yes and without a terminal: exit %d %s", code, errOut)
+	}
+}

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+)
+
+// containerdVersion is what k3s v1.33 reports as its runtime.
+const containerdVersion = "containerd://2.1.4-k3s1"
+
+type taint struct {
+	Key    string `json:"key"`
+	Value  string `json:"value,omitempty"`
+	Effect string `json:"effect"`
+}
+
+type address struct {
+	Type    string `json:"type"`
+	Address string `json:"address"`
+}
+
+// nodeSpec is the Node as this k3s process wants it.
+type nodeSpec struct {
+	name        string
+	labels      map[string]string
+	annotations map[string]string
+	taints      []taint
+	addresses   []address
+	nodeInfo    map[string]string
+	capacity    map[string]string
+}
+
+// describeNode computes the Node from the flags and the host, the way k3s
+// and its kubelet do.
+func describeNode(s *settings, role string) (*nodeSpec, error) {
+	name := s.str("node-name")
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, err
+		}
+		name = h
+	}
+	name = strings.ToLower(name)
+	arch, err := goArch()
+	if err != nil {
+		return nil, err
+	}
+	labels := map[string]string{
+		"kubernetes.io/arch":               arch,
+		"kubernetes.io/os":                 "linux",
+		"kubernetes.io/hostname":           name,
+		"beta.kubernetes.io/arch":          arch,
+		"beta.kubernetes.io/os":            "linux",
+		"node.kubernetes.io/instance-type": "k3s",
+		"beta.kubernetes.io/instance-type": "k3s",
+	}
+	if role == "server" {
+		labels["node-role.kubernetes.io/control-plane"] = "true"
+		labels["node-role.kubernetes.io/master"] = "true"
+		// Embedded etcd (rather than SQLite) when initialising an HA
+		// cluster or joining one.
+		if s.bool("cluster-init") || s.str("server") != "" {
+			labels["node-role.kubernetes.io/etcd"] = "true"
+		}
+	}
+	for _, l := range s.list("node-label") {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, fatal("invalid node-label %q: expected key=value", l)
+		}
+		labels[k] = v
+	}
+	taints, err := parseTaints(s.list("node-taint"))
+	if err != nil {
+		return nil, err
+	}
+	ips := s.list("node-ip")
+	if len(ips) == 0 {
+		ip, err := defaultIP()
+		if err != nil {
+			return nil, err
+		}
+		ips = []string{ip}
+	}
+	var addrs []address
+	for _, ip := range ips {
+		if net.ParseIP(ip) == nil {
+			return nil, fatal("invalid node-ip %q", ip)
+		}
+		addrs = append(addrs, address{"InternalIP", ip})
+	}
+	external := s.list("node-external-ip")
+	for _, ip := range external {
+		addrs = append(addrs, address{"ExternalIP", ip})
+	}
+	addrs = append(addrs, address{"Hostname", name})
+
+	nodeArgs, _ := json.Marshal(s.nodeArgs(role))
+	annotations := map[string]string{
+		"k3s.io/hostname":              name,
+		"k3s.io/internal-ip":           strings.Join(ips, ","),
+		"k3s.io/node-args":             string(nodeArgs),
+		"node.alpha.kubernetes.io/ttl": "0",
+		"volumes.kubernetes.io/controller-managed-attach-detach": "true",
+	}
+	if len(external) > 0 {
+		annotations["k3s.io/external-ip"] = strings.Join(external, ",")
+	}
+
+	kernel, _ := exec.Command("uname", "-r").Output()
+	bootID, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	// The test hosts share /etc/machine-id; derive one per node instead.
+	machineID := sha256Hex([]byte("machine-id:" + name))[:32]
+	info := map[string]string{
+		"architecture":            arch,
+		"operatingSystem":         "linux",
+		"osImage":                 osImage(),
+		"kernelVersion":           strings.TrimSpace(string(kernel)),
+		"containerRuntimeVersion": containerdVersion,
+		"kubeletVersion":          version,
+		"kubeProxyVersion":        version,
+		"bootID":                  strings.TrimSpace(string(bootID)),
+		"machineID":               machineID,
+		"systemUUID":              machineID[:8] + "-" + machineID[8:12] + "-" + machineID[12:16] + "-" + machineID[16:20] + "-" + machineID[20:32],
+	}
+	capacity := map[string]string{
+		"cpu":    strconv.Itoa(runtime.NumCPU()),
+		"memory": memTotal(),
+		"pods":   "110",
+	}
+	return &nodeSpec{name: name, labels: labels, annotations: annotations, taints: taints,
+		addresses: addrs, nodeInfo: info, capacity: capacity}, nil
+}
+
+func parseTaints(specs []string) ([]taint, error) {
+	var out []taint
+	for _, t := range specs {
+		kv, effect, ok := strings.Cut(t, ":")
+		switch effect {
+		case "NoSchedule", "PreferNoSchedule", "NoExecute":
+		default:
+			ok = false
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fatal("invalid node-taint %q: expected key[=value]:NoSchedule|PreferNoSchedule|NoExecute", t)
+		}
+		out = append(out, taint{Key: k, Value: v, Effect: effect})
+	}
+	return out, nil
+}
+
+// goArch maps `uname -m` to GOARCH names. Running uname (rather than using
+// runtime.GOARCH) lets a test host that poses as a Pi report arm64.
+func goArch() (string, error) {
+	out, err := exec.Command("uname", "-m").Output()
+	if err != nil {
+		return "", fmt.Errorf("uname -m: %w", err)
+	}
+	switch m := strings.TrimSpace(string(out)); m {
+	case "x86_64", "amd64":
+		return "amd64", nil
+	case "aarch64", "arm64":
+		return "arm64", nil
+	case "armv7l", "armv6l", "arm":
+		return "arm", nil
+	case "riscv64", "s390x", "ppc64le":
+		return m, nil
+	default:
+		return "", fatal("unsupported machine %q", m)
+	}
+}
+
+// defaultIP is the first global IPv4 address, which is what k3s picks
+// (from the default route's interface) on a single-homed machine.
+func defaultIP() (string, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return "", err
+	}
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && ipn.IP.IsGlobalUnicast() {
+				return ipn.IP.String(), nil
+			}
+		}
+	}
+	return "", fatal("no IPv4 address found for the node; set node-ip")
+}
+
+func osImage() string {
+	f, err := os.Open("/etc/os-release")
+	if err != nil {
+		return "Linux"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"'`)
+		}
+	}
+	return "Linux"
+}
+
+func memTotal() string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return "1Gi"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "MemTotal:" {
+			return f[1] + "Ki"
+		}
+	}
+	return "1Gi"
+}
+
+// registerNode creates the Node, or brings an existing one up to date:
+// labels are set (never removed, as with k3s), taints this k3s applied
+// before (found in the previous k3s.io/node-args) are replaced by the
+// current ones, and others (cordoning, the node controller's) stay.
+func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
+	path := "/api/v1/nodes/" + n.name
+	for attempt := 0; ; attempt++ {
+		var obj map[string]any
+		err := api.do(ctx, http.MethodGet, path, "", nil, &obj)
+		switch {
+		case statusOf(err) == http.StatusNotFound:
+			err = api.do(ctx, http.MethodPost, "/api/v1/nodes", "", newNodeObject(n), nil)
+		case err == nil:
+			updateNodeObject(obj, n)
+			err = api.do(ctx, http.MethodPut, path, "", obj, nil)
+		}
+		if statusOf(err) == http.StatusConflict && attempt < 10 {
+			continue // someone (kwok, the node controller) updated it meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	status := map[string]any{"status": map[string]any{
+		"addresses":       n.addresses,
+		"nodeInfo":        n.nodeInfo,
+		"capacity":        n.capacity,
+		"allocatable":     n.capacity,
+		"daemonEndpoints": map[string]any{"kubeletEndpoint": map[string]any{"Port": 10250}},
+	}}
+	return api.do(ctx, http.MethodPatch, path+"/status", "application/merge-patch+json", status, nil)
+}
+
+func newNodeObject(n *nodeSpec) map[string]any {
+	spec := map[string]any{"providerID": "k3s://" + n.name}
+	if len(n.taints) > 0 {
+		spec["taints"] = n.taints
+	}
+	return map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Node",
+		"metadata": map[string]any{
+			"name":        n.name,
+			"labels":      n.labels,
+			"annotations": n.annotations,
+		},
+		"spec": spec,
+	}
+}
+
+func updateNodeObject(obj map[string]any, n *nodeSpec) {
+	meta := subMap(obj, "metadata")
+	labels := subMap(meta, "labels")
+	for k, v := range n.labels {
+		labels[k] = v
+	}
+	annotations := subMap(meta, "annotations")
+	previous := previousTaints(annotations["k3s.io/node-args"])
+	for k, v := range n.annotations {
+		annotations[k] = v
+	}
+	spec := subMap(obj, "spec")
+	existing, _ := spec["taints"].([]any)
+	var taints []any
+	for _, t := range existing {
+		tm, _ := t.(map[string]any)
+		key, _ := tm["key"].(string)
+		effect, _ := tm["effect"].(string)
+		if previous[key+":"+effect] || hasTaint(n.taints, key, effect) {
+			continue
+		}
+		taints = append(taints, t)
+	}
+	for _, t := range n.taints {
+		taints = append(taints, t)
+	}
+	if len(taints) == 0 {
+		delete(spec, "taints")
+	} else {
+		spec["taints"] = taints
+	}
+}
+
+func hasTaint(ts []taint, key, effect string) bool {
+	for _, t := range ts {
+		if t.Key == key && t.Effect == effect {
+			return true
+		}
+	}
+	return false
+}
+
+// previousTaints reads the taints an earlier start applied from its
+// recorded arguments, as "key:effect".
+func previousTaints(nodeArgs any) map[string]bool {
+	out := map[string]bool{}
+	s, _ := nodeArgs.(string)
+	var args []string
+	if s == "" || json.Unmarshal([]byte(s), &args) != nil {
+		return out
+	}
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] != "--node-taint" {
+			continue
+		}
+		for _, spec := range strings.Split(args[i+1], ",") {
+			if ts, err := parseTaints([]string{strings.TrimSpace(spec)}); err == nil {
+				out[ts[0].Key+":"+ts[0].Effect] = true
+			}
+		}
+	}
+	return out
+}
+
+func subMap(m map[string]any, key string) map[string]any {
+	if v, ok := m[key].(map[string]any); ok {
+		return v
+	}
+	v := map[string]any{}
+	m[key] = v
+	return v
+}

@@ -1,0 +1,359 @@
+package fakek3s
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/homelab/rack/internal/testcluster"
+	"github.com/homelab/rack/internal/testrack"
+)
+
+// k3sUnit is the unit k3s's install script writes (without the modprobe
+// lines, which would load modules on the machine running the tests).
+const k3sUnit = `[Unit]
+Description=Lightweight Kubernetes
+Documentation=https://k3s.io
+Wants=network-online.target
+After=network-online.target
+
+[Install]
+WantedBy=multi-user.target
+
+[Service]
+Type=notify
+EnvironmentFile=-/etc/default/%N
+EnvironmentFile=-/etc/sysconfig/%N
+EnvironmentFile=-/etc/systemd/system/%N.service.env
+KillMode=process
+Delegate=yes
+User=root
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+TimeoutStartSec=0
+Restart=always
+RestartSec=5s
+ExecStartPre=/bin/sh -xc '! /usr/bin/systemctl is-enabled --quiet nm-cloud-setup.service 2>/dev/null'
+ExecStart=/usr/local/bin/k3s \
+    {{ROLE}} \
+`
+
+func k3sUnitFor(role string) string { return strings.ReplaceAll(k3sUnit, "{{ROLE}}", role) }
+
+const clusterToken = "s3cr3t-cluster-token-abc"
+
+func TestVersionOutput(t *testing.T) {
+	t.Parallel()
+	bin := Build(t, DefaultVersion)
+	for _, flag := range []string{"--version", "-v"} {
+		out, err := exec.Command(bin, flag).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 2 || lines[0] != "k3s version "+DefaultVersion+" (fake0000)" || !strings.HasPrefix(lines[1], "go version go1.") {
+			t.Errorf("k3s %s: %q", flag, out)
+		}
+	}
+	if other := Build(t, "v1.32.9+k3s1"); other == bin {
+		t.Error("two versions share one binary")
+	}
+}
+
+func TestFakeK3sCluster(t *testing.T) {
+	t.Parallel()
+	r := testrack.New(t, 3, testrack.WithPi(1))
+	var addrs []string
+	for _, h := range r.Hosts {
+		addrs = append(addrs, h.Addr)
+	}
+	// After the rack: cleanups run in reverse, so the control plane stops
+	// before the bridge it listens on goes away.
+	c := testcluster.New(t, testcluster.WithBindAddress(testrack.BridgeAddr), testcluster.WithSANs(addrs...))
+	t.Logf("control plane up in %v", c.StartupTime)
+	cs := c.Clientset()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	bin, err := os.ReadFile(Build(t, DefaultVersion))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range r.Hosts {
+		if err := InstallInit(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteControlPlane(h, c); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.WriteFile("/usr/local/bin/k3s", bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server, agent, intruder := r.Hosts[0], r.Hosts[1], r.Hosts[2]
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("FAKEK3S_LOGS") != "" {
+			for _, hu := range []struct {
+				h    *testrack.Host
+				unit string
+			}{{server, "k3s"}, {agent, "k3s-agent"}, {intruder, "k3s-agent"}} {
+				t.Logf("%s %s log:\n%s", hu.h.Name, hu.unit, UnitLog(context.Background(), hu.h, hu.unit))
+			}
+		}
+	})
+	if got := mustExec(t, server, "k3s --version | head -1"); got != "k3s version "+DefaultVersion+" (fake0000)" {
+		t.Errorf("k3s --version on the host: %q", got)
+	}
+
+	// The first server, as rack would set it up.
+	writeFile(t, server, "/etc/rancher/k3s/config.yaml", 0o600, fmt.Sprintf(`token: %s
+cluster-init: true
+write-kubeconfig-mode: "0644"
+tls-san:
+  - %s
+node-label:
+  - rack.example/shelf=1
+disable:
+  - servicelb
+some-future-flag: kept
+`, clusterToken, server.Addr))
+	writeFile(t, server, "/etc/systemd/system/k3s.service", 0o644, k3sUnitFor("server"))
+	mustExec(t, server, "systemctl daemon-reload && systemctl enable --now k3s")
+
+	srvNode := waitNodeReady(t, ctx, cs, server.Name)
+	checkLabels(t, srvNode, map[string]string{
+		"kubernetes.io/arch":                    "amd64",
+		"kubernetes.io/os":                      "linux",
+		"kubernetes.io/hostname":                server.Name,
+		"node-role.kubernetes.io/control-plane": "true",
+		"node-role.kubernetes.io/master":        "true",
+		"node-role.kubernetes.io/etcd":          "true",
+		"rack.example/shelf":                    "1",
+	})
+	if v := srvNode.Status.NodeInfo.KubeletVersion; v != DefaultVersion {
+		t.Errorf("server kubelet version %q, want %s", v, DefaultVersion)
+	}
+	if ip := internalIP(srvNode); ip != server.Addr {
+		t.Errorf("server InternalIP %q, want %s", ip, server.Addr)
+	}
+
+	t.Run("server files", func(t *testing.T) {
+		sum := sha256.Sum256(c.CAPEM)
+		wantToken := "K10" + hex.EncodeToString(sum[:]) + "::server:" + clusterToken
+		if got := mustExec(t, server, "stat -c %a /var/lib/rancher/k3s/server/node-token && cat /var/lib/rancher/k3s/server/node-token"); got != "600\n"+wantToken {
+			t.Errorf("node-token: %q, want mode 600 and %q", got, wantToken)
+		}
+		kc := mustExec(t, server, "stat -c %a /etc/rancher/k3s/k3s.yaml && cat /etc/rancher/k3s/k3s.yaml")
+		if !strings.HasPrefix(kc, "644\n") || !strings.Contains(kc, "server: https://127.0.0.1:6443") {
+			t.Errorf("k3s.yaml (mode, content): %s", kc)
+		}
+		// The token is in neither the log nor any process's arguments.
+		if log := UnitLog(ctx, server, "k3s"); strings.Contains(log, clusterToken) {
+			t.Errorf("the token appears in the k3s log:\n%s", log)
+		}
+		if strings.Contains(mustExec(t, server, "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '"), clusterToken) {
+			t.Error("the token appears in a process's arguments")
+		}
+		if log := UnitLog(ctx, server, "k3s"); !strings.Contains(log, "some-future-flag") {
+			t.Errorf("an unknown config key is not reported:\n%s", log)
+		}
+	})
+
+	t.Run("apiserver through the server's address", func(t *testing.T) {
+		got := httpsVersion(t, c.CAPEM, "https://"+server.Addr+":6443/version")
+		if got != "v1.36.4" {
+			t.Errorf("https://%s:6443/version: gitVersion %q", server.Addr, got)
+		}
+	})
+
+	// An agent on the Pi joins with the server's node-token, like rack.
+	nodeToken := mustExec(t, server, "cat /var/lib/rancher/k3s/server/node-token")
+	writeFile(t, agent, "/etc/rancher/k3s/config.yaml", 0o600, fmt.Sprintf(`server: https://%s:6443
+token: %s
+node-name: pi-agent
+node-label: [rack.example/shelf=2, rack.example/disk=ssd]
+node-taint:
+  - dedicated=storage:NoSchedule
+`, server.Addr, nodeToken))
+	writeFile(t, agent, "/etc/systemd/system/k3s-agent.service", 0o644, k3sUnitFor("agent"))
+	mustExec(t, agent, "systemctl enable --now k3s-agent")
+	agentNode := waitNodeReady(t, ctx, cs, "pi-agent")
+	checkLabels(t, agentNode, map[string]string{
+		"kubernetes.io/arch":     "arm64",
+		"kubernetes.io/hostname": "pi-agent",
+		"rack.example/shelf":     "2",
+		"rack.example/disk":      "ssd",
+	})
+	if _, ok := agentNode.Labels["node-role.kubernetes.io/control-plane"]; ok {
+		t.Error("the agent carries the control-plane role")
+	}
+	if !hasTaint(agentNode, "dedicated", "storage", corev1.TaintEffectNoSchedule) {
+		t.Errorf("agent taints %v lack dedicated=storage:NoSchedule", agentNode.Spec.Taints)
+	}
+	if v := agentNode.Status.NodeInfo.KubeletVersion; v != DefaultVersion {
+		t.Errorf("agent kubelet version %q", v)
+	}
+	if a := agentNode.Status.NodeInfo.Architecture; a != "arm64" {
+		t.Errorf("agent nodeInfo.architecture %q", a)
+	}
+
+	t.Run("wrong token never joins", func(t *testing.T) {
+		// The token through the environment file, as k3s's installer does.
+		writeFile(t, intruder, "/etc/systemd/system/k3s-agent.service.env", 0o600, "K3S_TOKEN='not-the-token'\n")
+		writeFile(t, intruder, "/etc/rancher/k3s/config.yaml", 0o600, fmt.Sprintf("server: https://%s:6443\nnode-name: intruder\n", server.Addr))
+		writeFile(t, intruder, "/etc/systemd/system/k3s-agent.service", 0o644, k3sUnitFor("agent"))
+		out, code := exec1(t, intruder, "systemctl enable --now k3s-agent")
+		if code == 0 {
+			t.Errorf("enable --now k3s-agent with a wrong token succeeded: %s", out)
+		}
+		log := UnitLog(ctx, intruder, "k3s-agent")
+		if !strings.Contains(log, "token rejected") || !strings.Contains(log, "level=fatal") {
+			t.Errorf("the agent's log does not say why it failed:\n%s", log)
+		}
+		if strings.Contains(log, "not-the-token") {
+			t.Errorf("the agent logs its token:\n%s", log)
+		}
+		// Restart=always keeps trying (and failing) every 5 s.
+		time.Sleep(6 * time.Second)
+		if _, err := cs.CoreV1().Nodes().Get(ctx, "intruder", metav1.GetOptions{}); err == nil {
+			t.Error("the agent with a wrong token registered its Node")
+		}
+	})
+
+	t.Run("restart applies config changes", func(t *testing.T) {
+		mustExec(t, server, `sed -i 's#rack.example/shelf=1#rack.example/shelf=7#' /etc/rancher/k3s/config.yaml &&
+printf 'node-taint:\n  - maintenance=true:PreferNoSchedule\n' >> /etc/rancher/k3s/config.yaml &&
+systemctl restart k3s`)
+		n, err := cs.CoreV1().Nodes().Get(ctx, server.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Labels["rack.example/shelf"] != "7" {
+			t.Errorf("label after restart: %q", n.Labels["rack.example/shelf"])
+		}
+		if !hasTaint(n, "maintenance", "true", corev1.TaintEffectPreferNoSchedule) {
+			t.Errorf("taints after restart: %v", n.Spec.Taints)
+		}
+		if got, _ := Starts(ctx, server, "k3s"); got != 2 {
+			t.Errorf("k3s starts: %d, want 2", got)
+		}
+	})
+
+	t.Run("reboot", func(t *testing.T) {
+		mustExec(t, server, "systemctl reboot")
+		waitUntil(t, ctx, "boot counter 1", func() (bool, string) {
+			n, err := Boots(ctx, server)
+			return n == 1, strconv.Itoa(n) + errString(err)
+		})
+		waitUntil(t, ctx, "sshd back", func() (bool, string) {
+			err := sshBanner(server.Addr)
+			return err == nil, errString(err)
+		})
+		waitUntil(t, ctx, "k3s active again", func() (bool, string) {
+			out, code := exec1(t, server, "systemctl is-active k3s")
+			return code == 0, out
+		})
+		if got, _ := Starts(ctx, server, "k3s"); got != 3 {
+			t.Errorf("k3s starts after reboot: %d, want 3", got)
+		}
+		if got := httpsVersion(t, c.CAPEM, "https://"+server.Addr+":6443/version"); got != "v1.36.4" {
+			t.Errorf("after reboot, /version: %q", got)
+		}
+		// The agent still reaches the cluster through the server.
+		mustExec(t, agent, "systemctl restart k3s-agent")
+	})
+}
+
+func writeFile(t *testing.T, h *testrack.Host, path string, mode os.FileMode, content string) {
+	t.Helper()
+	if err := h.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func waitNodeReady(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) *corev1.Node {
+	t.Helper()
+	var node *corev1.Node
+	waitUntil(t, ctx, "node "+name+" Ready", func() (bool, string) {
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		node = n
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprint(n.Status.Conditions)
+	})
+	return node
+}
+
+func checkLabels(t *testing.T, n *corev1.Node, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		if got, ok := n.Labels[k]; !ok || got != v {
+			t.Errorf("node %s: label %s=%q, want %q", n.Name, k, got, v)
+		}
+	}
+}
+
+func hasTaint(n *corev1.Node, key, value string, effect corev1.TaintEffect) bool {
+	for _, t := range n.Spec.Taints {
+		if t.Key == key && t.Value == value && t.Effect == effect {
+			return true
+		}
+	}
+	return false
+}
+
+func internalIP(n *corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return ""
+}
+
+// httpsVersion GETs a /version URL verifying TLS with the cluster CA only
+// (no client certificate: /version is public) and returns gitVersion.
+func httpsVersion(t *testing.T, caPEM []byte, url string) string {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+	}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var v struct{ GitVersion string }
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("GET %s: %s: %v", url, b, err)
+	}
+	return v.GitVersion
+}

@@ -1,0 +1,216 @@
+package testcluster
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// EnvControlPlaneDir names a folder holding kube-apiserver,
+// kube-controller-manager, kube-scheduler and kwok (and optionally etcd),
+// used instead of running scripts/build-controlplane.sh.
+const EnvControlPlaneDir = "RACK_CONTROLPLANE_DIR"
+
+const modulePath = "github.com/homelab/rack"
+
+// Binaries are the executables of a control plane.
+type Binaries struct {
+	Etcd, APIServer, ControllerManager, Scheduler, Kwok string
+	// KwokStages is kwok's configuration: the default node and pod stages
+	// (kwok has none built in; kwokctl normally supplies them).
+	KwokStages []byte
+}
+
+// errNoBinaries marks a machine where the control plane cannot be had
+// (as opposed to a component failing to start), which New turns into a skip.
+var errNoBinaries = errors.New("testcluster: control-plane binaries unavailable")
+
+// FindBinaries locates the control plane: $RACK_CONTROLPLANE_DIR when set,
+// otherwise whatever scripts/build-controlplane.sh prints on its last line
+// (it builds on the first call, about 12 minutes on 2 cores, and answers
+// from its cache afterwards). Progress lines of the build go to logf.
+func FindBinaries(ctx context.Context, logf func(string, ...any)) (Binaries, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	root, rootErr := RepoRoot()
+	dir := os.Getenv(EnvControlPlaneDir)
+	if dir == "" {
+		if rootErr != nil {
+			return Binaries{}, fmt.Errorf("%w: %v, and %s is not set", errNoBinaries, rootErr, EnvControlPlaneDir)
+		}
+		var err error
+		if dir, err = buildControlPlane(ctx, root, logf); err != nil {
+			return Binaries{}, err
+		}
+	}
+	b := Binaries{
+		APIServer:         filepath.Join(dir, "kube-apiserver"),
+		ControllerManager: filepath.Join(dir, "kube-controller-manager"),
+		Scheduler:         filepath.Join(dir, "kube-scheduler"),
+		Kwok:              filepath.Join(dir, "kwok"),
+	}
+	for _, p := range []string{b.APIServer, b.ControllerManager, b.Scheduler, b.Kwok} {
+		if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
+			return Binaries{}, fmt.Errorf("%w: %s is missing or not executable", errNoBinaries, p)
+		}
+	}
+	b.Etcd = filepath.Join(dir, "etcd")
+	if _, err := os.Stat(b.Etcd); err != nil {
+		if b.Etcd, err = exec.LookPath("etcd"); err != nil {
+			return Binaries{}, fmt.Errorf("%w: etcd not found (apt-get install etcd-server)", errNoBinaries)
+		}
+	}
+	stages, err := kwokStages(ctx, dir, root)
+	if err != nil {
+		return Binaries{}, err
+	}
+	b.KwokStages = stages
+	return b, nil
+}
+
+// RepoRoot finds rack's module root: upwards from the working directory
+// (tests run in their package directory, make demo at the root), else
+// from this source file's location.
+func RepoRoot() (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if _, file, _, ok := runtime.Caller(0); ok {
+		starts = append(starts, filepath.Dir(file))
+	}
+	for _, d := range starts {
+		for {
+			if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && moduleOf(b) == modulePath {
+				return d, nil
+			}
+			parent := filepath.Dir(d)
+			if parent == d {
+				break
+			}
+			d = parent
+		}
+	}
+	return "", fmt.Errorf("cannot find the %s source tree", modulePath)
+}
+
+func moduleOf(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+			return f[1]
+		}
+	}
+	return ""
+}
+
+// buildControlPlane runs the build script under a machine-wide lock: the
+// script is not safe to run twice at once (both would write the same
+// temporary binaries), and test packages run concurrently.
+func buildControlPlane(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
+	state, err := stateRoot()
+	if err != nil {
+		return "", err
+	}
+	lock, err := lockFile(ctx, filepath.Join(state, "build.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer lock.unlock()
+	script := filepath.Join(root, "scripts", "build-controlplane.sh")
+	cmd := exec.CommandContext(ctx, script)
+	cmd.Dir = root
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("%w: %s: %v", errNoBinaries, script, err)
+	}
+	// The script prints "== building …" before the slow steps: pass them on
+	// so a test that seems stuck for minutes says why.
+	var last []string
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		logf("testcluster: %s", sc.Text())
+		last = append(last, sc.Text())
+		if len(last) > 20 {
+			last = last[1:]
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return "", fmt.Errorf("%w: %s: %v: %s", errNoBinaries, script, err, strings.Join(last, "\n"))
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	dir := strings.TrimSpace(lines[len(lines)-1])
+	if dir == "" {
+		return "", fmt.Errorf("%w: %s printed no folder", errNoBinaries, script)
+	}
+	return dir, nil
+}
+
+// kwokStages returns kwok's configuration: binDir/kwok-stages.yaml when a
+// prepared folder brings one, else the default stages read from the kwok
+// module (the version scripts/tools pins) in the Go module cache.
+func kwokStages(ctx context.Context, binDir, root string) ([]byte, error) {
+	if b, err := os.ReadFile(filepath.Join(binDir, "kwok-stages.yaml")); err == nil {
+		return b, nil
+	}
+	if root == "" {
+		return nil, fmt.Errorf("%w: no kwok-stages.yaml in %s and no source tree to find kwok's stages", errNoBinaries, binDir)
+	}
+	gomod, err := os.ReadFile(filepath.Join(root, "scripts", "tools", "go.mod"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errNoBinaries, err)
+	}
+	version := ""
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "sigs.k8s.io/kwok" {
+			version = f[1]
+		}
+	}
+	if version == "" {
+		return nil, fmt.Errorf("%w: scripts/tools/go.mod does not require sigs.k8s.io/kwok", errNoBinaries)
+	}
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", "sigs.k8s.io/kwok@"+version)
+	cmd.Dir = os.TempDir() // outside any module: nothing to resolve but this one
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%w: go mod download sigs.k8s.io/kwok@%s: %v", errNoBinaries, version, err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return nil, fmt.Errorf("%w: go mod download sigs.k8s.io/kwok@%s: no folder in %q", errNoBinaries, version, out)
+	}
+	// kwok's default stages as kwokctl configures them: nodes initialise to
+	// Ready and renew their lease; pods become Running, and are completed
+	// and deleted the way a kubelet would.
+	stages := []string{
+		"kustomize/stage/node/fast/node-initialize.yaml",
+		"kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+		"kustomize/stage/pod/fast/pod-ready.yaml",
+		"kustomize/stage/pod/fast/pod-complete.yaml",
+		"kustomize/stage/pod/fast/pod-delete.yaml",
+	}
+	var all bytes.Buffer
+	for _, p := range stages {
+		b, err := os.ReadFile(filepath.Join(mod.Dir, p))
+		if err != nil {
+			return nil, fmt.Errorf("%w: kwok stage: %v", errNoBinaries, err)
+		}
+		all.WriteString("---\n")
+		all.Write(b)
+		all.WriteString("\n")
+	}
+	return all.Bytes(), nil
+}

@@ -1,0 +1,252 @@
+// Package testlab assembles a whole test rack for end-to-end tests, the
+// benchmarks and `make demo`: real OpenSSH hosts (internal/testrack), a real
+// control plane (internal/testcluster), the fake k3s and init shim on every
+// host (internal/fakek3s), and an inventory that points rack at them. rack
+// itself is then run unchanged against it.
+package testlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/homelab/rack/internal/fakek3s"
+	"github.com/homelab/rack/internal/fakek3s/cpfile"
+	"github.com/homelab/rack/internal/testcluster"
+	"github.com/homelab/rack/internal/testrack"
+)
+
+// Node is one machine of the lab and how the inventory describes it.
+type Node struct {
+	Name     string
+	Role     string // server | agent
+	Pi       bool   // looks like a Raspberry Pi (arm64, device tree, cmdline.txt)
+	Arch     string // written to the inventory when set
+	Longhorn bool   // offers Longhorn storage at /var/lib/longhorn
+	LocalPV  string // a local volume folder, e.g. /storage
+	Labels   map[string]string
+}
+
+// Spec is the lab to build.
+type Spec struct {
+	Cluster string // default "lab"
+	Version string // k3s version, default fakek3s.DefaultVersion
+	Nodes   []Node
+	// User logs in over SSH: testrack.SudoUser (default, sudo without a
+	// password), testrack.PasswordSudoUser or testrack.RootUser.
+	User string
+	// Token, when set, goes into the inventory as ${RACK_K3S_TOKEN}; the
+	// caller sets that variable. Empty: rack generates one.
+	TokenFromEnv bool
+	// Dir holds the lab's files (inventory, keys, airgap folder,
+	// kubeconfig); default a temp dir.
+	Dir string
+	// Persistent labs outlive the process that made them (make demo).
+	Persistent bool
+	Logf       func(string, ...any)
+}
+
+// Lab is a running test rack and the inventory for it.
+type Lab struct {
+	Spec      Spec
+	Rack      *testrack.Rack
+	Cluster   *testcluster.Cluster
+	Dir       string
+	Inventory string // path of the inventory file
+	Airgap    string // folder with the fake k3s per arch
+	// Kubeconfig is where rack merges the cluster's context (KUBECONFIG).
+	Kubeconfig string
+	hosts      map[string]*testrack.Host
+}
+
+// New starts a lab for a test; everything stops when the test ends.
+func New(t testing.TB, spec Spec) *Lab {
+	t.Helper()
+	if err := testrack.Supported(); err != nil {
+		if os.Getenv("RACK_TEST_REQUIRE_ROOT") == "1" {
+			t.Fatalf("test lab: %v", err)
+		}
+		t.Skipf("test lab needs root and OpenSSH: %v", err)
+	}
+	if spec.Dir == "" {
+		spec.Dir = t.TempDir()
+	}
+	if spec.Logf == nil {
+		spec.Logf = t.Logf
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	lab, err := Start(ctx, spec)
+	if lab != nil {
+		t.Cleanup(func() { _ = lab.Close() })
+	}
+	if err != nil {
+		t.Fatalf("test lab: %v", err)
+	}
+	return lab
+}
+
+// Start builds the lab: hosts, control plane, stand-ins, inventory.
+func Start(ctx context.Context, spec Spec) (lab *Lab, err error) {
+	if spec.Cluster == "" {
+		spec.Cluster = "lab"
+	}
+	if spec.Version == "" {
+		spec.Version = fakek3s.DefaultVersion
+	}
+	if spec.User == "" {
+		spec.User = testrack.SudoUser
+	}
+	if spec.Logf == nil {
+		spec.Logf = func(string, ...any) {}
+	}
+	if spec.Dir == "" {
+		return nil, errors.New("testlab: Spec.Dir is required outside tests")
+	}
+	if err := os.MkdirAll(spec.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	var pis []int
+	for i, n := range spec.Nodes {
+		if n.Pi {
+			pis = append(pis, i)
+		}
+	}
+	rack, err := testrack.Start(ctx, testrack.Options{Hosts: len(spec.Nodes), Pi: pis, Persistent: spec.Persistent, Logf: spec.Logf})
+	if err != nil {
+		return nil, err
+	}
+	lab = &Lab{Spec: spec, Rack: rack, Dir: spec.Dir, hosts: map[string]*testrack.Host{}}
+	defer func() {
+		if err != nil {
+			_ = lab.Close()
+		}
+	}()
+	var sans []string
+	for i, n := range spec.Nodes {
+		lab.hosts[n.Name] = rack.Hosts[i]
+		sans = append(sans, rack.Hosts[i].Addr)
+	}
+	lab.Cluster, err = testcluster.Start(ctx, testcluster.Options{
+		BindAddress: testrack.BridgeAddr, SANs: sans, Logf: spec.Logf,
+		StateDir: filepath.Join(spec.Dir, "controlplane"),
+	})
+	if err != nil {
+		return lab, err
+	}
+	for _, h := range rack.Hosts {
+		if err := fakek3s.InstallInit(ctx, h); err != nil {
+			return lab, fmt.Errorf("%s: %w", h.Name, err)
+		}
+		if err := fakek3s.InstallAptGet(ctx, h); err != nil {
+			return lab, fmt.Errorf("%s: %w", h.Name, err)
+		}
+		if err := fakek3s.WriteControlPlane(h, lab.Cluster); err != nil {
+			return lab, fmt.Errorf("%s: %w", h.Name, err)
+		}
+	}
+	lab.Airgap = filepath.Join(spec.Dir, "airgap")
+	if err := lab.AddVersion(ctx, spec.Version); err != nil {
+		return lab, err
+	}
+	lab.Kubeconfig = filepath.Join(spec.Dir, "kubeconfig")
+	lab.Inventory = filepath.Join(spec.Dir, "rack.yaml")
+	if err := lab.WriteInventory(""); err != nil {
+		return lab, err
+	}
+	return lab, nil
+}
+
+// AddVersion puts a fake k3s of version into the lab's airgap folder for
+// both arches (test hosts run x86 binaries even when they pose as a Pi).
+// One version at a time: the airgap folder holds what the inventory installs.
+func (l *Lab) AddVersion(ctx context.Context, version string) error {
+	bin, err := fakek3s.BuildK3s(ctx, version, cpfile.DefaultPath)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(l.Airgap, 0o755); err != nil {
+		return err
+	}
+	for _, name := range []string{"k3s", "k3s-arm64", "k3s-armhf"} {
+		if err := os.WriteFile(filepath.Join(l.Airgap, name), data, 0o755); err != nil {
+			return err
+		}
+	}
+	l.Spec.Version = version
+	return nil
+}
+
+// Host is the test host of a node.
+func (l *Lab) Host(node string) *testrack.Host { return l.hosts[node] }
+
+// Env is what rack needs in its environment to use this lab and nothing of
+// the machine's user: HOME (no ~/.ssh/config), KUBECONFIG.
+func (l *Lab) Env() map[string]string {
+	return map[string]string{"HOME": l.Dir, "KUBECONFIG": l.Kubeconfig, "XDG_CACHE_HOME": filepath.Join(l.Dir, "cache")}
+}
+
+// WriteInventory writes the lab's inventory; extra is YAML appended at the
+// end (addons:, apps:).
+func (l *Lab) WriteInventory(extra string) error {
+	s := l.Spec
+	var b strings.Builder
+	fmt.Fprintf(&b, "# A test rack made by internal/testlab: every address is a test host in a\n# network namespace on this machine.\ncluster:\n  name: %s\n  k3s:\n    version: %s\n", s.Cluster, s.Version)
+	if s.TokenFromEnv {
+		b.WriteString("    token: ${RACK_K3S_TOKEN}\n")
+	}
+	fmt.Fprintf(&b, "    airgap: %s\n", l.Airgap)
+	fmt.Fprintf(&b, "ssh:\n  user: %s\n  identityFile: %s\n  knownHosts: %s\n  hostKeyPolicy: strict\n", s.User, l.Rack.ClientKey, l.Rack.KnownHosts)
+	b.WriteString("nodes:\n")
+	for i, n := range s.Nodes {
+		h := l.Rack.Hosts[i]
+		fmt.Fprintf(&b, "  - name: %s\n    address: %s\n    role: %s\n", n.Name, h.Addr, n.Role)
+		if n.Arch != "" {
+			fmt.Fprintf(&b, "    arch: %s\n", n.Arch)
+		}
+		if len(n.Labels) > 0 {
+			keys := make([]string, 0, len(n.Labels))
+			for k := range n.Labels {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			b.WriteString("    labels:\n")
+			for _, k := range keys {
+				fmt.Fprintf(&b, "      %s: %q\n", k, n.Labels[k])
+			}
+		}
+		if n.Longhorn || n.LocalPV != "" {
+			b.WriteString("    storage:\n")
+			if n.Longhorn {
+				b.WriteString("      longhorn: /var/lib/longhorn\n")
+			}
+			if n.LocalPV != "" {
+				fmt.Fprintf(&b, "      local: [{name: %s-pv, path: %s, capacity: 10Gi}]\n", n.Name, n.LocalPV)
+			}
+		}
+	}
+	b.WriteString(extra)
+	return os.WriteFile(l.Inventory, []byte(b.String()), 0o600)
+}
+
+// Close stops everything the lab started.
+func (l *Lab) Close() error {
+	var errs []error
+	if l.Cluster != nil {
+		errs = append(errs, l.Cluster.Close())
+	}
+	if l.Rack != nil {
+		errs = append(errs, l.Rack.Close())
+	}
+	return errors.Join(errs...)
+}
