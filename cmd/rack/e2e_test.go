@@ -25,7 +25,10 @@ func TestCLIUpPlanStatus(t *testing.T) {
 	}
 	var plan struct {
 		Cluster string
-		Nodes   []struct{ Node, Role, Arch, Action string; Reasons, Steps []string }
+		Nodes   []struct {
+			Node, Role, Arch, Action string
+			Reasons, Steps           []string
+		}
 	}
 	if err := json.Unmarshal([]byte(out), &plan); err != nil || plan.Cluster != "cli" || len(plan.Nodes) != 2 {
 		t.Fatalf("plan JSON: %v\n%s", err, out)

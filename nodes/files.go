@@ -1,0 +1,771 @@
+package nodes
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// FileOptions describe a remote file.
+type FileOptions struct {
+	// Mode of the file (default 0644 for uploads, 0600 for secret files and
+	// downloads).
+	Mode os.FileMode
+	// Owner is "user" or "user:group", applied before an uploaded file
+	// appears at its path; "" leaves the writer's (root when Privileged).
+	// Downloads ignore it.
+	Owner string
+	// Privileged writes (or reads) as root, through sudo when the target
+	// uses sudo: needed for /usr/local/bin, /etc/rancher, ….
+	Privileged bool
+}
+
+// Transfer reports one upload or download.
+type Transfer struct {
+	Path   string
+	Size   int64
+	SHA256 string
+	// Sent is the payload bytes that crossed the wire, retries included;
+	// 0 when the remote file already had this content.
+	Sent int64
+	// Changed is false when the destination already had this content
+	// (a converged rerun).
+	Changed bool
+	// Attempts is how many tries the transfer took.
+	Attempts int
+}
+
+// Source is local content to upload: sized, readable at any offset (so one
+// Source can go to many hosts and be re-sent on a retry), and hashed at
+// most once. The hash is computed lazily: a first upload to a host that
+// lacks the file hashes while it streams, so a single large upload does
+// not read the file twice. Safe for concurrent use.
+type Source struct {
+	r      io.ReaderAt
+	size   int64
+	closer io.Closer
+
+	mu sync.Mutex
+	// cond wakes SHA256 callers waiting for a streaming upload's hash.
+	cond     *sync.Cond
+	sum      string // hex sha256, "" until known
+	streamer bool   // an upload is hashing while it streams
+}
+
+// OpenSource opens a local file for upload. Close it when done.
+func OpenSource(path string) (*Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	return &Source{r: f, size: fi.Size(), closer: f}, nil
+}
+
+// BytesSource wraps content held in memory (it is never spooled to disk,
+// which matters for secrets).
+func BytesSource(b []byte) *Source {
+	s := sha256.Sum256(b)
+	return &Source{r: bytes.NewReader(b), size: int64(len(b)), sum: hex.EncodeToString(s[:])}
+}
+
+// ReaderSource reads size bytes from r. A reader that cannot seek is spooled
+// to a private temp file first so a retry can resend it. Close it when done.
+func ReaderSource(r io.Reader, size int64) (*Source, error) {
+	if ra, ok := r.(io.ReaderAt); ok {
+		return &Source{r: ra, size: size}, nil
+	}
+	f, err := os.CreateTemp("", "rack-upload-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(f.Name()) // unlinked: vanishes with the descriptor
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(r, size+1))
+	if err == nil && n != size {
+		err = fmt.Errorf("reader gave %d bytes, want %d", n, size)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Source{r: f, size: size, sum: hex.EncodeToString(h.Sum(nil)), closer: f}, nil
+}
+
+// Size is the content length.
+func (s *Source) Size() int64 { return s.size }
+
+// SHA256 is the content's hex sha256, computed on first use (or taken from
+// an upload that is hashing while it streams).
+func (s *Source) SHA256() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.streamer && s.sum == "" {
+		s.waitLocked()
+	}
+	if s.sum != "" {
+		return s.sum, nil
+	}
+	// Hashing under the lock makes concurrent callers wait instead of
+	// hashing the same bytes again.
+	sum, err := hashReaderAt(s.r, s.size)
+	if err != nil {
+		return "", err
+	}
+	s.sum = sum
+	return sum, nil
+}
+
+func (s *Source) waitLocked() {
+	if s.cond == nil {
+		s.cond = sync.NewCond(&s.mu)
+	}
+	s.cond.Wait()
+}
+
+// claimStreamHash lets one upload hash while it streams, when the hash is
+// not known yet and no other upload is already doing it.
+func (s *Source) claimStreamHash() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sum != "" || s.streamer {
+		return false
+	}
+	s.streamer = true
+	return true
+}
+
+// endStreamHash records a streamed hash ("" when the stream did not finish).
+func (s *Source) endStreamHash(sum string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streamer = false
+	if s.sum == "" {
+		s.sum = sum
+	}
+	if s.cond != nil {
+		s.cond.Broadcast()
+	}
+}
+
+// Close releases the underlying file.
+func (s *Source) Close() error {
+	if s.closer != nil {
+		return s.closer.Close()
+	}
+	return nil
+}
+
+func hashReaderAt(r io.ReaderAt, size int64) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, size)); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// UploadFile uploads a local file; see Upload.
+func (h *Host) UploadFile(ctx context.Context, localPath, remotePath string, o FileOptions) (Transfer, error) {
+	src, err := OpenSource(localPath)
+	if err != nil {
+		return Transfer{Path: remotePath}, fmt.Errorf("%s: upload %s: %w", h.Target.Name, remotePath, err)
+	}
+	defer src.Close()
+	return h.Upload(ctx, src, remotePath, o)
+}
+
+// UploadReader uploads size bytes from r; see Upload.
+func (h *Host) UploadReader(ctx context.Context, r io.Reader, size int64, remotePath string, o FileOptions) (Transfer, error) {
+	src, err := ReaderSource(r, size)
+	if err != nil {
+		return Transfer{Path: remotePath}, fmt.Errorf("%s: upload %s: %w", h.Target.Name, remotePath, err)
+	}
+	defer src.Close()
+	return h.Upload(ctx, src, remotePath, o)
+}
+
+// WriteSecretFile writes content to a 0600 file (or a stricter o.Mode). The
+// content travels only inside the SFTP stream: never on a command line, in
+// a log line, or in a local temp file.
+func (h *Host) WriteSecretFile(ctx context.Context, remotePath string, content []byte, o FileOptions) error {
+	if o.Mode == 0 || o.Mode&0o077 != 0 {
+		o.Mode = 0o600
+	}
+	_, err := h.Upload(ctx, BytesSource(content), remotePath, o)
+	return err
+}
+
+// Upload makes remotePath hold src's content, atomically:
+//   - nothing is sent when the file already has that sha256 (mode and owner
+//     are still corrected);
+//   - otherwise the content goes to a temp file beside the destination
+//     (created with the final mode before any byte is written), its sha256
+//     is checked on the host, owner applied, and it is renamed over the
+//     destination, so readers only ever see the old or the new file;
+//   - the temp file is removed on any failure or cancellation;
+//   - a dropped connection (sshd restarted, host rebooting) reconnects and
+//     retries the whole upload.
+func (h *Host) Upload(ctx context.Context, src *Source, remotePath string, o FileOptions) (Transfer, error) {
+	if o.Mode == 0 {
+		o.Mode = 0o644
+	}
+	tr := Transfer{Path: remotePath, Size: src.size}
+	if !path.IsAbs(remotePath) || strings.ContainsAny(remotePath, "\n\x00") {
+		return tr, fmt.Errorf("%s: upload %q: the remote path must be absolute, without newlines", h.Target.Name, remotePath)
+	}
+	var leftover string // temp file of a failed attempt, removed on the next connection
+	for {
+		tr.Attempts++
+		gen, err := h.uploadOnce(ctx, src, remotePath, o, &tr, &leftover)
+		if err == nil {
+			tr.SHA256, _ = src.SHA256()
+			return tr, nil
+		}
+		if ctx.Err() != nil || !IsTransient(err) || tr.Attempts >= h.opts.Attempts {
+			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
+		}
+		h.log.Warn("upload interrupted, reconnecting", "path", remotePath, "attempt", tr.Attempts, "err", err)
+		if err := sleepCtx(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
+			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
+		}
+		if err := h.reconnect(ctx, gen); err != nil {
+			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
+		}
+	}
+}
+
+func (h *Host) transferError(op, p string, attempts int, err error) error {
+	var hk *HostKeyError
+	var ae *AuthError
+	var ce *ConnectError
+	var se *SudoError
+	if errors.As(err, &hk) || errors.As(err, &ae) || errors.As(err, &se) {
+		return err
+	}
+	if errors.As(err, &ce) {
+		// It already names the node and what failed.
+		return fmt.Errorf("%w (while trying to %s %s)", err, op, p)
+	}
+	msg := fmt.Sprintf("%s: %s %s", h.Target.Name, op, p)
+	if attempts > 1 {
+		msg += fmt.Sprintf(" (%d attempts)", attempts)
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
+
+// uploadOnce is one attempt. It returns the connection generation it used,
+// so the caller replaces exactly that connection on a transient failure.
+func (h *Host) uploadOnce(ctx context.Context, src *Source, dst string, o FileOptions, tr *Transfer, leftover *string) (int, error) {
+	began := time.Now()
+	c, gen, err := h.sftpClient(ctx, o.Privileged)
+	if err != nil {
+		return gen, err
+	}
+	if *leftover != "" {
+		c.Remove(*leftover)
+		*leftover = ""
+	}
+	// Converged? Only hash when the size already matches.
+	if fi, err := c.Stat(dst); err == nil && fi.Mode().IsRegular() && fi.Size() == src.size {
+		st, err := h.remoteStat(ctx, dst, o.Privileged)
+		if err != nil {
+			return gen, err
+		}
+		sum, err := src.SHA256()
+		if err != nil {
+			return gen, fmt.Errorf("hashing the local content: %w", err)
+		}
+		if st.sum == sum {
+			tr.Changed = false
+			return gen, h.fixAttrs(ctx, c, dst, st, o)
+		}
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return gen, fmt.Errorf("stat: %w", err)
+	}
+
+	dir, base := path.Split(dst)
+	if err := c.MkdirAll(dir); err != nil {
+		return gen, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	tmp := path.Join(dir, "."+base+".rack-tmp-"+randomSuffix())
+	f, err := c.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return gen, fmt.Errorf("creating %s: %w", tmp, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			if c.Remove(tmp) != nil {
+				*leftover = tmp // the connection is gone: clean up on the next one
+			}
+		}
+	}()
+	// Mode first, so a secret is never readable by others, not even empty.
+	if err := f.Chmod(o.Mode.Perm()); err != nil {
+		return gen, fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	r := &countingReader{ctx: ctx, r: io.NewSectionReader(src.r, 0, src.size), n: &h.sent, local: &tr.Sent}
+	claimed := src.claimStreamHash()
+	if claimed {
+		// pkg/sftp reads the source sequentially from one goroutine, so
+		// the bytes hashed here are the content, in order.
+		r.hash = sha256.New()
+	}
+	v := h.startVerifier(ctx, o.Privileged)
+	verified := false
+	defer func() {
+		if !verified {
+			v.abort()
+		}
+	}()
+	opened := time.Now()
+	n, err := f.ReadFrom(r)
+	sent := time.Now()
+	if claimed {
+		src.endStreamHash(r.streamedSum(src.size))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return gen, ctx.Err()
+		}
+		return gen, fmt.Errorf("writing %s: %w", tmp, err)
+	}
+	if n != src.size {
+		return gen, fmt.Errorf("writing %s: sent %d of %d bytes", tmp, n, src.size)
+	}
+	if err := f.Close(); err != nil {
+		return gen, fmt.Errorf("closing %s: %w", tmp, err)
+	}
+	verified = true
+	st, err := v.check(tmp)
+	if err != nil {
+		return gen, err
+	}
+	want, err := src.SHA256()
+	if err != nil {
+		return gen, fmt.Errorf("hashing the local content: %w", err)
+	}
+	if st.sum != want {
+		return gen, fmt.Errorf("sha256 mismatch after upload: host has %s, sent %s (disk full or failing?)", st.sum, want)
+	}
+	if o.Owner != "" {
+		if err := h.Run(ctx, "chown "+shellQuote(o.Owner)+" -- "+shellQuote(tmp), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
+			return gen, fmt.Errorf("chown %s: %w", o.Owner, err)
+		}
+	}
+	if ctx.Err() != nil {
+		return gen, ctx.Err()
+	}
+	if err := c.PosixRename(tmp, dst); err != nil {
+		return gen, fmt.Errorf("renaming over %s: %w", dst, err)
+	}
+	h.log.Debug("uploaded", "path", dst, "bytes", n, "prepare", opened.Sub(began), "transfer", sent.Sub(opened), "verify", time.Since(sent))
+	ok = true
+	tr.Changed = true
+	return gen, nil
+}
+
+// remoteFile is what sha256sum and stat say about a remote file.
+type remoteFile struct {
+	sum, owner, group string
+	mode              os.FileMode
+}
+
+// statScript hashes "$f" and reads its owner and mode in one round trip.
+// OpenSSL's sha256 uses the CPU's SHA instructions and is several times
+// faster than coreutils' on large files; systems without it fall back.
+const statScript = `if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r "$f"; else sha256sum -- "$f"; fi && stat -c '%U %G %a' -- "$f"`
+
+// remoteStat hashes a remote file and reads its owner and mode.
+func (h *Host) remoteStat(ctx context.Context, p string, privileged bool) (remoteFile, error) {
+	out, err := h.Output(ctx, "f="+shellQuote(p)+"; "+statScript, RunOptions{Privileged: privileged, Quiet: true})
+	if err != nil {
+		return remoteFile{}, fmt.Errorf("sha256 of %s: %w", p, err)
+	}
+	return parseRemoteStat(string(out))
+}
+
+// verifier is a remote statScript started before a transfer and told the
+// path once the transfer is done, so opening its session (and sudo) does
+// not add to the upload's time.
+type verifier struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+	out  []byte
+	err  error
+}
+
+func (h *Host) startVerifier(ctx context.Context, privileged bool) *verifier {
+	pr, pw := io.Pipe()
+	v := &verifier{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(v.done)
+		v.out, v.err = h.Output(ctx, "IFS= read -r f || exit 3; "+statScript, RunOptions{Privileged: privileged, Quiet: true, Stdin: pr})
+		pr.Close()
+	}()
+	return v
+}
+
+// check hashes p remotely.
+func (v *verifier) check(p string) (remoteFile, error) {
+	io.WriteString(v.pw, p+"\n")
+	v.pw.Close()
+	<-v.done
+	if v.err != nil {
+		return remoteFile{}, fmt.Errorf("sha256 of %s: %w", p, v.err)
+	}
+	return parseRemoteStat(string(v.out))
+}
+
+// abort ends an unused verifier: the remote read sees EOF and exits.
+func (v *verifier) abort() {
+	v.pw.Close()
+	<-v.done
+}
+
+func parseRemoteStat(out string) (remoteFile, error) {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		return remoteFile{}, fmt.Errorf("unexpected sha256sum/stat output %q", abbreviate(out, 200))
+	}
+	sum := strings.Fields(lines[0])
+	st := strings.Fields(lines[1])
+	if len(sum) == 0 || len(sum[0]) != 64 || len(st) != 3 {
+		return remoteFile{}, fmt.Errorf("unexpected sha256sum/stat output %q", abbreviate(out, 200))
+	}
+	mode, err := strconv.ParseUint(st[2], 8, 32)
+	if err != nil {
+		return remoteFile{}, fmt.Errorf("unexpected stat mode %q", st[2])
+	}
+	return remoteFile{sum: strings.ToLower(strings.TrimPrefix(sum[0], `\`)), owner: st[0], group: st[1], mode: os.FileMode(mode)}, nil
+}
+
+// fixAttrs corrects mode and owner on an unchanged file.
+func (h *Host) fixAttrs(ctx context.Context, c *sftp.Client, p string, st remoteFile, o FileOptions) error {
+	if st.mode.Perm() != o.Mode.Perm() {
+		if err := c.Chmod(p, o.Mode.Perm()); err != nil {
+			return fmt.Errorf("chmod %s: %w", p, err)
+		}
+	}
+	if o.Owner != "" {
+		user, group, hasGroup := strings.Cut(o.Owner, ":")
+		if st.owner != user || (hasGroup && st.group != group) {
+			if err := h.Run(ctx, "chown "+shellQuote(o.Owner)+" -- "+shellQuote(p), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
+				return fmt.Errorf("chown %s: %w", o.Owner, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Download copies remotePath to localPath, verifying its sha256 against the
+// host's, and writes it atomically (temp file, fsync, rename). The default
+// local mode is 0600: what rack downloads (kubeconfigs, etcd snapshots) is
+// sensitive.
+func (h *Host) Download(ctx context.Context, remotePath, localPath string, o FileOptions) (Transfer, error) {
+	if o.Mode == 0 {
+		o.Mode = 0o600
+	}
+	tr := Transfer{Path: localPath}
+	for {
+		tr.Attempts++
+		gen, err := h.downloadOnce(ctx, remotePath, localPath, o, &tr)
+		if err == nil {
+			return tr, nil
+		}
+		if ctx.Err() != nil || !IsTransient(err) || tr.Attempts >= h.opts.Attempts {
+			return tr, h.transferError("download", remotePath, tr.Attempts, err)
+		}
+		h.log.Warn("download interrupted, reconnecting", "path", remotePath, "attempt", tr.Attempts, "err", err)
+		if err := sleepCtx(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
+			return tr, h.transferError("download", remotePath, tr.Attempts, err)
+		}
+		if err := h.reconnect(ctx, gen); err != nil {
+			return tr, h.transferError("download", remotePath, tr.Attempts, err)
+		}
+	}
+}
+
+func (h *Host) downloadOnce(ctx context.Context, remotePath, localPath string, o FileOptions, tr *Transfer) (int, error) {
+	c, gen, err := h.sftpClient(ctx, o.Privileged)
+	if err != nil {
+		return gen, err
+	}
+	rf, err := c.Open(remotePath)
+	if err != nil {
+		return gen, fmt.Errorf("open: %w", err)
+	}
+	defer rf.Close()
+	dir, base := filepath.Split(localPath)
+	if dir == "" {
+		dir = "."
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return gen, err
+	}
+	lf, err := os.CreateTemp(dir, "."+base+".rack-tmp-*")
+	if err != nil {
+		return gen, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lf.Close()
+			os.Remove(lf.Name())
+		}
+	}()
+	if err := lf.Chmod(o.Mode.Perm()); err != nil {
+		return gen, err
+	}
+	hash := sha256.New()
+	w := &ctxWriter{ctx: ctx, w: io.MultiWriter(lf, hash)}
+	n, err := rf.WriteTo(w)
+	if err != nil {
+		if ctx.Err() != nil {
+			return gen, ctx.Err()
+		}
+		return gen, fmt.Errorf("reading: %w", err)
+	}
+	st, err := h.remoteStat(ctx, remotePath, o.Privileged)
+	if err != nil {
+		return gen, err
+	}
+	got := hex.EncodeToString(hash.Sum(nil))
+	if st.sum != got {
+		return gen, fmt.Errorf("sha256 mismatch: host has %s, received %s (file changing while read?)", st.sum, got)
+	}
+	if err := lf.Sync(); err != nil {
+		return gen, err
+	}
+	if err := lf.Close(); err != nil {
+		return gen, err
+	}
+	if err := os.Rename(lf.Name(), localPath); err != nil {
+		return gen, err
+	}
+	ok = true
+	tr.Size, tr.SHA256, tr.Changed = n, got, true
+	return gen, nil
+}
+
+// countingReader counts payload bytes into the host and transfer totals and
+// stops the transfer when ctx is cancelled. Size keeps pkg/sftp's concurrent
+// write path enabled.
+type countingReader struct {
+	ctx   context.Context
+	r     *io.SectionReader
+	n     *atomic.Int64
+	local *int64
+	// hash, when set, sees every byte read, in order.
+	hash  hash.Hash
+	total int64
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := r.r.Read(p)
+	r.n.Add(int64(n))
+	*r.local += int64(n)
+	r.total += int64(n)
+	if r.hash != nil {
+		r.hash.Write(p[:n])
+	}
+	return n, err
+}
+
+// streamedSum is the hash of what was read, or "" unless all size bytes were.
+func (r *countingReader) streamedSum(size int64) string {
+	if r.hash == nil || r.total != size {
+		return ""
+	}
+	return hex.EncodeToString(r.hash.Sum(nil))
+}
+
+func (r *countingReader) Size() int64 { return r.r.Size() }
+
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (w *ctxWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return w.w.Write(p)
+}
+
+func randomSuffix() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// sftpSession is an SFTP client, either on the sftp subsystem or on an
+// sftp-server run under sudo.
+type sftpSession struct {
+	client *sftp.Client
+	sess   *ssh.Session
+}
+
+func (s *sftpSession) close() {
+	s.client.Close()
+	if s.sess != nil {
+		s.sess.Close()
+	}
+}
+
+// sftpServers are where distributions put OpenSSH's sftp-server.
+var sftpServers = []string{
+	"/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
+	"/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server",
+}
+
+// sftpClient returns the cached SFTP client for this connection.
+func (h *Host) sftpClient(ctx context.Context, privileged bool) (*sftp.Client, int, error) {
+	privileged = privileged && h.Target.UseSudo()
+	conn, gen, err := h.current(ctx)
+	if err != nil {
+		return nil, gen, err
+	}
+	h.mu.Lock()
+	if s := h.sftp[privileged]; s != nil && gen == h.gen {
+		h.mu.Unlock()
+		return s.client, gen, nil
+	}
+	h.mu.Unlock()
+
+	packet, check := h.sftpPacket()
+	s, err := h.newSFTP(ctx, conn, privileged, packet)
+	if err == nil && check {
+		if _, ok := s.client.HasExtension("limits@openssh.com"); !ok {
+			// Not an OpenSSH 8.7+ sftp-server: large packets may be refused.
+			s.close()
+			s, err = h.newSFTP(ctx, conn, privileged, sftpSafePacket)
+		}
+	}
+	if err != nil {
+		return nil, gen, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if gen != h.gen {
+		s.close()
+		return nil, gen, fmt.Errorf("%s: connection replaced while starting sftp: %w", h.Target.Name, net.ErrClosed)
+	}
+	if old := h.sftp[privileged]; old != nil {
+		s.close() // another goroutine won the race
+		return old.client, gen, nil
+	}
+	h.sftp[privileged] = s
+	return s.client, gen, nil
+}
+
+func (h *Host) newSFTP(ctx context.Context, conn *connection, privileged bool, packet int) (*sftpSession, error) {
+	if privileged {
+		return h.sudoSFTP(ctx, conn, packet)
+	}
+	c, err := sftp.NewClient(conn.client, h.sftpOptions(packet)...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: starting sftp: %w", h.Target.Name, err)
+	}
+	return &sftpSession{client: c}, nil
+}
+
+// sudoSFTP runs sftp-server under sudo over a session's stdin/stdout. For a
+// password sudo, the password line goes first on the same stdin.
+func (h *Host) sudoSFTP(ctx context.Context, conn *connection, packet int) (*sftpSession, error) {
+	prefix, secret, err := h.sudoFor(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := conn.client.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("%s: opening a session for sftp: %w", h.Target.Name, err)
+	}
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		sess.Close()
+		return nil, err
+	}
+	stderr := &tailBuffer{max: 2048}
+	sess.Stderr = stderr
+	var probe strings.Builder
+	probe.WriteString("for p in")
+	for _, p := range sftpServers {
+		probe.WriteString(" " + p)
+	}
+	probe.WriteString(`; do if [ -x "$p" ]; then exec "$p"; fi; done; echo "rack: no sftp-server found (tried` +
+		strings.Join(append([]string{""}, sftpServers...), " ") + `)" >&2; exit 127`)
+	if err := sess.Start(prefix + "sh -c " + shellQuote(probe.String())); err != nil {
+		sess.Close()
+		return nil, err
+	}
+	if len(secret) > 0 {
+		if _, err := stdin.Write(secret); err != nil {
+			sess.Close()
+			return nil, err
+		}
+	}
+	// NewClientPipe waits for the server's version packet; a sudo that
+	// hangs or fails must not block us forever.
+	type result struct {
+		c   *sftp.Client
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := sftp.NewClientPipe(stdout, stdin, h.sftpOptions(packet)...)
+		ch <- result{c, err}
+	}()
+	timer := time.NewTimer(h.opts.ConnectTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.err == nil {
+			return &sftpSession{client: r.c, sess: sess}, nil
+		}
+		sess.Close()
+		return nil, fmt.Errorf("%s: starting sftp-server under sudo: %w (%s)", h.Target.Name, r.err, strings.TrimSpace(stderr.String()))
+	case <-ctx.Done():
+		sess.Close()
+		return nil, ctx.Err()
+	case <-timer.C:
+		sess.Close()
+		return nil, fmt.Errorf("%s: starting sftp-server under sudo timed out (%s)", h.Target.Name, strings.TrimSpace(stderr.String()))
+	}
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs rack's benchmarks once and prints one line per figure:
+#
+#   RATIO <figure> <value>
+#
+# A figure is a b.ReportMetric unit named in FIGURES below. Each is a ratio
+# against an anchor measured in the same run (scp, a single host, …), so it
+# means the same on a fast laptop and on a loaded 2-core CI machine.
+#
+# To add a figure: report it from a benchmark with b.ReportMetric(x, "name"),
+# add "name" to FIGURES and, if the benchmark lives in another package, the
+# package to PACKAGES. Everything else go test prints goes to stderr.
+#
+# The benchmarks start test hosts and need root; RACK_TEST_REQUIRE_ROOT=1
+# turns a skip into a failure (CI). Exits non-zero when go test fails or a
+# figure is missing.
+set -euo pipefail
+
+FIGURES=(
+	upload_vs_scp   # scp time / rack time for 100 MiB to one host (goal >= 0.9)
+	fanout_16_vs_1  # t(16 hosts) / t(1 host) for a 50 MiB upload + a command (goal <= 1.5)
+)
+PACKAGES=(./nodes/)
+
+cd "$(dirname "$0")/.."
+export RACK_TEST_REQUIRE_ROOT="${RACK_TEST_REQUIRE_ROOT:-}"
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+status=0
+go test -run '^$' -bench . -benchtime 1x "${PACKAGES[@]}" >"$log" 2>&1 || status=$?
+cat "$log" >&2
+if [ "$status" -ne 0 ]; then
+	echo "bench.sh: go test failed (exit $status)" >&2
+	exit "$status"
+fi
+
+# A benchmark line is "BenchmarkName-N <iterations> <value> <unit> <value> <unit> …".
+missing=0
+for fig in "${FIGURES[@]}"; do
+	value=$(awk -v fig="$fig" '
+		$1 ~ /^Benchmark/ {
+			for (i = 3; i < NF; i += 2) if ($(i + 1) == fig) v = $i
+		}
+		END { if (v != "") print v }' "$log")
+	if [ -z "$value" ]; then
+		echo "bench.sh: no benchmark reported $fig (skipped?)" >&2
+		missing=1
+		continue
+	fi
+	echo "RATIO $fig $value"
+done
+exit "$missing"
