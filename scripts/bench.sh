@@ -19,8 +19,12 @@ set -euo pipefail
 FIGURES=(
 	upload_vs_scp   # scp time / rack time for 100 MiB to one host (goal >= 0.9)
 	fanout_16_vs_1  # t(16 hosts) / t(1 host) for a 50 MiB upload + a command (goal <= 1.5)
+	up_16_vs_1      # t(rack up on 16 hosts) / t(on 1 host) (goal <= 1.5)
+	rerun_16_seconds # converged rack up re-run on 16 hosts, seconds (goal <= 3)
+	rerun_16_bytes  # bytes that re-run uploads (goal 0)
+	validate_200_ms # loading + validating a 200-node inventory, ms (goal < 100)
 )
-PACKAGES=(./nodes/)
+PACKAGES=(./inventory/ ./nodes/ ./nodes/k3s/)
 
 cd "$(dirname "$0")/.."
 export RACK_TEST_REQUIRE_ROOT="${RACK_TEST_REQUIRE_ROOT:-}"
