@@ -7,6 +7,10 @@ log="${CACHE_DIR:-.cache}/test.log"
 mkdir -p "$(dirname "$log")"
 if [ "$(id -u)" -eq 0 ]; then
 	export RACK_TEST_REQUIRE_ROOT=1
+	# The test control plane, built once and cached (about 12 minutes cold).
+	echo "== test control plane (scripts/build-controlplane.sh)"
+	RACK_CONTROLPLANE_DIR=$(scripts/build-controlplane.sh | tail -n 1) || { echo "building the test control plane failed"; exit 1; }
+	export RACK_CONTROLPLANE_DIR
 fi
 echo "== go test ./... (full log: $log)"
 go test -count=1 -v -timeout 40m ./... >"$log" 2>&1

@@ -44,6 +44,8 @@ type Spec struct {
 	// Token, when set, goes into the inventory as ${RACK_K3S_TOKEN}; the
 	// caller sets that variable. Empty: rack generates one.
 	TokenFromEnv bool
+	// Extra is YAML appended to the inventory (addons:, apps:).
+	Extra string
 	// Dir holds the lab's files (inventory, keys, airgap folder,
 	// kubeconfig); default a temp dir.
 	Dir string
@@ -157,7 +159,7 @@ func Start(ctx context.Context, spec Spec) (lab *Lab, err error) {
 	}
 	lab.Kubeconfig = filepath.Join(spec.Dir, "kubeconfig")
 	lab.Inventory = filepath.Join(spec.Dir, "rack.yaml")
-	if err := lab.WriteInventory(""); err != nil {
+	if err := lab.WriteInventory(spec.Extra); err != nil {
 		return lab, err
 	}
 	return lab, nil

@@ -101,7 +101,7 @@ func serve(dir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logf := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
-	lab, err := testlab.Start(ctx, testlab.Spec{Cluster: "demo", Dir: dir, Logf: logf, Nodes: []testlab.Node{
+	lab, err := testlab.Start(ctx, testlab.Spec{Cluster: "demo", Dir: dir, Logf: logf, Extra: "addons:\n  localPV: {}\n", Nodes: []testlab.Node{
 		{Name: "pinemaster", Role: "server", Pi: true, Labels: map[string]string{"topology.kubernetes.io/zone": "shelf-1"}},
 		{Name: "potato-7", Role: "agent", Arch: "amd64", Longhorn: true, LocalPV: "/storage"},
 		{Name: "pinecone-1", Role: "agent", Pi: true},
