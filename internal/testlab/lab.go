@@ -185,6 +185,14 @@ func (l *Lab) AddVersion(ctx context.Context, version string) error {
 			return err
 		}
 	}
+	// Image tarballs as an airgapped rack has them; their content does not
+	// matter to the fake, only that rack ships the right one to each arch.
+	for _, arch := range []string{"amd64", "arm64"} {
+		name := "k3s-airgap-images-" + arch + ".tar.zst"
+		if err := os.WriteFile(filepath.Join(l.Airgap, name), []byte("images for "+arch+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
 	l.Spec.Version = version
 	return nil
 }

@@ -134,6 +134,13 @@ func TestUpOneServerTwoAgents(t *testing.T) {
 			t.Errorf("%s rebooted %d times, want 1", pi, boots)
 		}
 	}
+	// Airgap image tarballs reach each node for its own arch.
+	for node, arch := range map[string]string{"pinemaster": "arm64", "potato-7": "amd64"} {
+		got, err := lab.Host(node).ReadFile(k3s.ImagesDir + "/k3s-airgap-images-" + arch + ".tar.zst")
+		if err != nil || string(got) != "images for "+arch+"\n" {
+			t.Errorf("%s: airgap images for %s: %q %v", node, arch, got, err)
+		}
+	}
 	if ok, _ := lab.Host("potato-7").FileExists("/storage"); !ok {
 		t.Error("local volume folder /storage was not created")
 	}
