@@ -283,7 +283,7 @@ func (h *Host) dial(ctx context.Context) (*connection, error) {
 		if attempts < h.opts.Attempts {
 			d := backoff(attempts, h.opts.BackoffBase, h.opts.BackoffMax)
 			h.log.Warn("connect failed, retrying", "addr", t.Addr(), "attempt", attempts, "in", d.Round(time.Millisecond), "err", shortNetError(err))
-			if sleepCtx(ctx, d) != nil {
+			if SleepContext(ctx, d) != nil {
 				return nil, fmt.Errorf("%s: connect %s: %w", t.Name, t.Addr(), ctx.Err())
 			}
 		}

@@ -251,8 +251,8 @@ func backoff(attempt int, base, max time.Duration) time.Duration {
 	return d/2 + rand.N(d/2)
 }
 
-// sleepCtx waits d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// SleepContext waits d or until ctx is done.
+func SleepContext(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -251,7 +251,7 @@ func (h *Host) Upload(ctx context.Context, src *Source, remotePath string, o Fil
 			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
 		}
 		h.log.Warn("upload interrupted, reconnecting", "path", remotePath, "attempt", tr.Attempts, "err", err)
-		if err := sleepCtx(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
+		if err := SleepContext(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
 			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
 		}
 		if err := h.reconnect(ctx, gen); err != nil {
@@ -504,7 +504,7 @@ func (h *Host) Download(ctx context.Context, remotePath, localPath string, o Fil
 			return tr, h.transferError("download", remotePath, tr.Attempts, err)
 		}
 		h.log.Warn("download interrupted, reconnecting", "path", remotePath, "attempt", tr.Attempts, "err", err)
-		if err := sleepCtx(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
+		if err := SleepContext(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
 			return tr, h.transferError("download", remotePath, tr.Attempts, err)
 		}
 		if err := h.reconnect(ctx, gen); err != nil {

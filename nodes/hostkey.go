@@ -174,7 +174,7 @@ func (v *hostKeyVerifier) record(remote net.Addr, key ssh.PublicKey, fail func(H
 		old = append(old, '\n')
 	}
 	line := knownhosts.Line([]string{knownhosts.Normalize(v.addr)}, key)
-	if err := writeFileAtomic(file, append(old, line+"\n"...), 0o600); err != nil {
+	if err := WriteFileAtomic(file, append(old, line+"\n"...), 0o600); err != nil {
 		return fmt.Errorf("%s: recording host key: %w", v.node, err)
 	}
 	v.log.Info("recorded new host key (hostKeyPolicy accept-new)", "node", v.node, "addr", v.addr,
@@ -199,9 +199,9 @@ func lockDir(dir string) (func(), error) {
 	}, nil
 }
 
-// writeFileAtomic writes a sibling temp file, syncs it and renames it over
+// WriteFileAtomic writes a sibling temp file, syncs it and renames it over
 // path, so readers see the old or the new content, never a part.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."

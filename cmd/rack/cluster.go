@@ -73,22 +73,11 @@ func newPlanCmd(g *globals) *cobra.Command {
 		Short: "Show what rack up would change on each node, and why; changes nothing",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(*cobra.Command, []string) error {
-			inv, err := loadInventory(g)
-			if err != nil {
-				return err
-			}
-			o, err := nf.options(g, inv)
-			if err != nil {
-				return err
-			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			plan, err := k3s.BuildPlan(ctx, inv, o)
+			plan, _, _, err := planNodes(ctx, g, &nf)
 			if err != nil {
-				return fail(err)
-			}
-			if err := printPlan(g, plan); err != nil {
-				return fail(err)
+				return err
 			}
 			if len(plan.Problems()) > 0 {
 				return fail(errSilent)
@@ -98,6 +87,27 @@ func newPlanCmd(g *globals) *cobra.Command {
 	}
 	nf.register(cmd)
 	return cmd
+}
+
+// planNodes is what plan and up share: load the inventory, gather every
+// node's facts, print the plan.
+func planNodes(ctx context.Context, g *globals, nf *nodeFlags) (*k3s.Plan, *inventory.Inventory, k3s.Options, error) {
+	inv, err := loadInventory(g)
+	if err != nil {
+		return nil, nil, k3s.Options{}, err
+	}
+	o, err := nf.options(g, inv)
+	if err != nil {
+		return nil, nil, o, err
+	}
+	plan, err := k3s.BuildPlan(ctx, inv, o)
+	if err != nil {
+		return nil, nil, o, fail(err)
+	}
+	if err := printPlan(g, plan); err != nil {
+		return nil, nil, o, fail(err)
+	}
+	return plan, inv, o, nil
 }
 
 func printPlan(g *globals, plan *k3s.Plan) error {
@@ -122,22 +132,11 @@ rack changes nothing and uploads nothing.`,
 			if !nodesOnly {
 				return fmt.Errorf("this rack build bootstraps the nodes only: run rack up --nodes-only (the platform stacks are not part of it yet)")
 			}
-			inv, err := loadInventory(g)
-			if err != nil {
-				return err
-			}
-			o, err := nf.options(g, inv)
-			if err != nil {
-				return err
-			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			plan, err := k3s.BuildPlan(ctx, inv, o)
+			plan, inv, o, err := planNodes(ctx, g, &nf)
 			if err != nil {
-				return fail(err)
-			}
-			if err := printPlan(g, plan); err != nil {
-				return fail(err)
+				return err
 			}
 			if plan.Changes() > 0 && !g.yes {
 				if err := confirm(g, fmt.Sprintf("Apply these changes to %d node(s)?", plan.Changes())); err != nil {

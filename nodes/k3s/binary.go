@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/homelab/rack/nodes"
 )
 
 // DefaultReleaseURL is where k3s publishes its release assets.
@@ -195,7 +197,7 @@ func (b Binaries) download(ctx context.Context, version, arch, asset, dir string
 		return Artifact{}, err
 	}
 	final := filepath.Join(dir, "k3s")
-	if err := writeFileAtomic(final+".sha256", []byte(got+"\n"), 0o644); err != nil {
+	if err := nodes.WriteFileAtomic(final+".sha256", []byte(got+"\n"), 0o644); err != nil {
 		return Artifact{}, err
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
@@ -244,29 +246,4 @@ func hashFile(path string) (Artifact, error) {
 		return Artifact{}, err
 	}
 	return Artifact{Path: path, SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}, nil
-}
-
-// writeFileAtomic writes a temp file beside path and renames it into place.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -12,6 +12,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/homelab/rack/inventory"
+	"github.com/homelab/rack/nodes"
 )
 
 // Kubeconfig is the cluster's admin kubeconfig as fetched from the first
@@ -80,7 +81,7 @@ func (k *Kubeconfig) Save(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, 0o600)
+	return nodes.WriteFileAtomic(path, data, 0o600)
 }
 
 // DefaultKubeconfigPath is the first file of $KUBECONFIG, else ~/.kube/config.
@@ -127,7 +128,7 @@ func (k *Kubeconfig) Merge(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, data, 0o600)
+	return nodes.WriteFileAtomic(path, data, 0o600)
 }
 
 // LoadContext reads the context named after the cluster from a kubeconfig

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/homelab/rack/inventory"
+	"github.com/homelab/rack/nodes"
 )
 
 // Token returns the cluster join token: the inventory's (usually from
@@ -47,7 +48,7 @@ func Token(inv *inventory.Inventory) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create %s: %w", dir, err)
 	}
-	if err := writeFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
+	if err := nodes.WriteFileAtomic(path, []byte(t+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("keep the generated token in %s: %w", path, err)
 	}
 	return t, nil

@@ -520,7 +520,7 @@ func Reboot(ctx context.Context, h *nodes.Host, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+		if err := nodes.SleepContext(ctx, 2*time.Second); err != nil {
 			return err
 		}
 		out, err := h.Output(ctx, bootID, nodes.RunOptions{Quiet: true})
@@ -536,17 +536,6 @@ func Reboot(ctx context.Context, h *nodes.Host, timeout time.Duration) error {
 	return fmt.Errorf("did not come back from its reboot within %s (last: %v): check the node's console", timeout, last)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // fetchKubeconfig reads k3s.yaml from the first server once k3s has written it.
 func fetchKubeconfig(ctx context.Context, h *nodes.Host, inv *inventory.Inventory, timeout time.Duration) (*Kubeconfig, error) {
 	h.Step("fetching kubeconfig")
@@ -559,7 +548,7 @@ func fetchKubeconfig(ctx context.Context, h *nodes.Host, inv *inventory.Inventor
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("k3s did not write %s within %s: the server did not start; look at its log (journalctl -u k3s)", KubeconfigPath, timeout)
 		}
-		if err := sleepCtx(ctx, time.Second); err != nil {
+		if err := nodes.SleepContext(ctx, time.Second); err != nil {
 			return nil, err
 		}
 	}
