@@ -35,8 +35,15 @@ func applyDefaults(inv *Inventory) {
 			inv.Cluster.K3s.Disable = append(inv.Cluster.K3s.Disable, "servicelb")
 		}
 	}
-	if l := inv.Addons.Longhorn; l != nil && l.Replicas == 0 {
-		l.Replicas = min(maxDefaultReplicas, longhornNodes(inv))
+	if l := inv.Addons.Longhorn; l != nil {
+		if l.Replicas == 0 {
+			l.Replicas = min(maxDefaultReplicas, longhornNodes(inv))
+		}
+		// k3s' local-path class marks itself default too; two defaults make
+		// every claim without a class ambiguous.
+		if l.IsDefaultClass() && !slices.Contains(inv.Cluster.K3s.Disable, "local-storage") {
+			inv.Cluster.K3s.Disable = append(inv.Cluster.K3s.Disable, "local-storage")
+		}
 	}
 	if l := inv.Addons.LocalPV; l != nil && l.StorageClass == "" {
 		l.StorageClass = DefaultLocalStorageClass

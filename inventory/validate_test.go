@@ -285,7 +285,7 @@ apps:
 		got, want any
 	}{
 		{"apiEndpoint is the first server", inv.Cluster.APIEndpoint, "10.0.0.1"},
-		{"servicelb disabled with metallb", strings.Join(inv.Cluster.K3s.Disable, ","), "traefik,servicelb"},
+		{"servicelb and local-storage disabled with metallb and default longhorn", strings.Join(inv.Cluster.K3s.Disable, ","), "traefik,servicelb,local-storage"},
 		{"longhorn replicas min(3, offering)", inv.Addons.Longhorn.Replicas, 3},
 		{"longhorn default class", inv.Addons.Longhorn.IsDefaultClass(), true},
 		{"pool mode", inv.Addons.MetalLB.Pools[0].Mode, ModeL2},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
+	"github.com/homelab/rack/stacks"
 )
 
 // loadInventory loads and validates; problems are printed to stderr, and an
@@ -119,24 +121,44 @@ func printPlan(g *globals, plan *k3s.Plan) error {
 
 func newUpCmd(g *globals) *cobra.Command {
 	var nf nodeFlags
-	var nodesOnly bool
+	var nodesOnly, preview bool
+	var backend string
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Bootstrap every node (install or join k3s, idempotent) and fetch the kubeconfig",
-		Long: `rack up brings every node to what the inventory says: k3s installed at the
-inventory's version, configured, running and Ready. It prints the plan first and
-asks before changing anything (unless --yes). Running it again on a converged
-rack changes nothing and uploads nothing.`,
+		Short: "Bootstrap every node, fetch the kubeconfig, then run the platform stacks",
+		Long: `rack up brings every node to what the inventory says (k3s installed at the
+inventory's version, configured, running and Ready), then layers the platform on
+top with Pulumi (MetalLB, Longhorn, local volumes, Argo CD) through the
+Automation API, with state under .rack/<cluster>/state.
+
+It prints the node plan first and asks before changing anything (unless --yes).
+Running it again on a converged rack changes nothing and uploads nothing.
+Before touching any node it checks that the pulumi CLI and the kubernetes plugin
+are installed (skipped with --nodes-only).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(*cobra.Command, []string) error {
-			if !nodesOnly {
-				return fmt.Errorf("this rack build bootstraps the nodes only: run rack up --nodes-only (the platform stacks are not part of it yet)")
+			if nodesOnly && preview {
+				return fmt.Errorf("--preview previews the platform stacks; it does not go with --nodes-only (use rack plan)")
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
+			so := stacks.Options{Backend: backend, Progress: g.stderr}
+			if !nodesOnly {
+				// Fail in seconds, before any node changes, when Pulumi cannot run.
+				if err := stacks.Check(ctx, so); err != nil {
+					return fail(err)
+				}
+			}
 			plan, inv, o, err := planNodes(ctx, g, &nf)
 			if err != nil {
 				return err
+			}
+			if preview {
+				res, err := stacks.Preview(ctx, inv, so)
+				if err != nil {
+					return fail(err)
+				}
+				return fail(printStackResult(g, "preview", res))
 			}
 			if plan.Changes() > 0 && !g.yes {
 				if err := confirm(g, fmt.Sprintf("Apply these changes to %d node(s)?", plan.Changes())); err != nil {
@@ -155,14 +177,50 @@ rack changes nothing and uploads nothing.`,
 				return fail(err)
 			}
 			if plan.Changes() == 0 {
-				fmt.Fprintln(g.stdout, "no changes: the rack is up to date")
+				fmt.Fprintln(g.stdout, "no changes: the nodes are up to date")
 			}
-			return nil
+			if nodesOnly {
+				return nil
+			}
+			so.Kubeconfig = k3s.StateKubeconfig(inv)
+			res, err := stacks.Up(ctx, inv, so)
+			if err != nil {
+				return fail(err)
+			}
+			return fail(printStackResult(g, "up", res))
 		},
 	}
 	nf.register(cmd)
 	cmd.Flags().BoolVar(&nodesOnly, "nodes-only", false, "stop after the nodes (no platform stacks)")
+	cmd.Flags().BoolVar(&preview, "preview", false, "show the node plan and the platform stacks' preview; change nothing")
+	cmd.Flags().StringVar(&backend, "backend", "", "Pulumi state backend URL (default file://.rack/<cluster>/state beside the inventory)")
 	return cmd
+}
+
+// printStackResult shows what the stacks did (or would do) and their outputs.
+func printStackResult(g *globals, op string, res stacks.Result) error {
+	if g.output == outputJSON {
+		return writeJSON(g.stdout, map[string]any{"stacks": op, "changes": res.Changes, "outputs": res.Outputs})
+	}
+	keys := make([]string, 0, len(res.Changes))
+	for k := range res.Changes {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", res.Changes[k], k))
+	}
+	fmt.Fprintf(g.stdout, "platform stacks (%s): %s\n", op, strings.Join(parts, ", "))
+	names := make([]string, 0, len(res.Outputs))
+	for k := range res.Outputs {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(g.stdout, "  %s: %v\n", k, res.Outputs[k])
+	}
+	return nil
 }
 
 // confirm asks on the terminal; without one, --yes is required.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/homelab/rack/internal/testlab"
 )
@@ -18,6 +19,21 @@ func TestCLIUpPlanStatus(t *testing.T) {
 	}})
 	env := lab.Env()
 	inv := []string{"-i", lab.Inventory}
+
+	// Without --nodes-only, rack up first checks that Pulumi can run; here the
+	// kubernetes plugin (or the CLI) is missing, so it must stop in seconds
+	// and before any node is touched.
+	start := time.Now()
+	_, upErr, code := rack(t, env, append(inv, "up", "--yes")...)
+	if code != exitFailed || !strings.Contains(upErr, "is missing:") {
+		t.Fatalf("rack up without Pulumi: exit %d\n%s", code, upErr)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("the missing-Pulumi check took %s", d)
+	}
+	if ok, _ := lab.Host("srv").FileExists("/usr/local/bin/k3s"); ok {
+		t.Fatal("rack up touched a node before finding Pulumi missing")
+	}
 
 	out, errOut, code := rack(t, env, append(inv, "plan", "-o", "json")...)
 	if code != exitOK {
@@ -51,7 +67,7 @@ func TestCLIUpPlanStatus(t *testing.T) {
 		t.Fatalf("up: exit %d\n%s\n%s", code, out1, err1)
 	}
 	out2, err2, code := rack(t, env, append(inv, "up", "--nodes-only", "--yes")...)
-	if code != exitOK || !strings.Contains(out2, "no changes") {
+	if code != exitOK || !strings.Contains(out2, "no changes: every node is up to date") || !strings.Contains(out2, "no changes: the nodes are up to date") {
 		t.Fatalf("converged up: exit %d\n%s\n%s", code, out2, err2)
 	}
 	token, err := os.ReadFile(filepath.Join(lab.Dir, ".rack", "cli", "token"))

@@ -1,0 +1,384 @@
+package stacks
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optpreview"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/workspace"
+	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
+
+	"github.com/homelab/rack/inventory"
+)
+
+// Versions rack's stacks are built and tested against.
+const (
+	// PulumiVersion is the pulumi CLI scripts/build-pulumi.sh builds.
+	PulumiVersion = "3.259.0"
+	// KubernetesPluginVersion is the pulumi-resource-kubernetes plugin the
+	// pulumi-kubernetes SDK in go.mod asks the engine for.
+	KubernetesPluginVersion = "4.30.0"
+)
+
+// Project is the Pulumi project name (also in Pulumi.yaml).
+const Project = "rack"
+
+// EnvPassphrase overrides the generated passphrase of the secrets provider.
+const EnvPassphrase = "RACK_PULUMI_PASSPHRASE"
+
+// Files under the inventory's state dir (.rack/<cluster>).
+const (
+	PassphraseFile = "pulumi-passphrase"
+	KubeconfigFile = "kubeconfig"
+	stateSubdir    = "state"  // the file:// backend
+	workSubdir     = "pulumi" // Pulumi.yaml and Pulumi.<stack>.yaml (salt)
+)
+
+// Options configure Up, Preview and Check.
+type Options struct {
+	// Kubeconfig is the cluster's admin kubeconfig (default
+	// <state dir>/kubeconfig, written by rack up's node phase).
+	Kubeconfig string
+	// Backend is the Pulumi state backend URL (default
+	// file://<state dir>/state).
+	Backend string
+	// Progress receives the engine's progress; nil discards it.
+	Progress io.Writer
+	// PulumiHome is where the CLI keeps plugins (default its own, ~/.pulumi).
+	PulumiHome string
+}
+
+// Result is the outcome of Up or Preview.
+type Result struct {
+	// Outputs are the stack outputs after Up; secret values read "[secret]".
+	Outputs map[string]any
+	// Changes counts resources per operation (create, update, same, …).
+	Changes map[string]int
+}
+
+// MissingError says that a tool rack needs is not installed, and how to get it.
+type MissingError struct {
+	What string // the pulumi CLI, the kubernetes plugin
+	How  string
+}
+
+func (e *MissingError) Error() string { return e.What + " is missing: " + e.How }
+
+// Check verifies within a second or so, before anything changes, that
+// Up and Preview can run: the pulumi CLI is on PATH and new enough, and the
+// kubernetes provider plugin the program needs is installed.
+func Check(ctx context.Context, opts Options) error {
+	_, err := check(ctx, opts, true)
+	return err
+}
+
+// Up brings the cluster's platform in line with the inventory.
+func Up(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, error) {
+	r, err := platformRun(inv, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	return r.up(ctx, opts)
+}
+
+// Preview shows what Up would change, changing nothing.
+func Preview(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, error) {
+	r, err := platformRun(inv, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	return r.preview(ctx, opts)
+}
+
+// run is one inline program bound to a stack in a state dir.
+type run struct {
+	stateDir string
+	stack    string
+	program  pulumi.RunFunc
+	// needsKubernetes makes Check look for the kubernetes plugin first.
+	needsKubernetes bool
+}
+
+// platformRun binds the rack's program to its cluster: an explicit provider
+// whose kubeconfig is a secret, so the admin credentials are encrypted in
+// the state and never pass through process arguments.
+func platformRun(inv *inventory.Inventory, opts Options) (*run, error) {
+	if inv == nil || inv.Cluster.Name == "" {
+		return nil, errors.New("stacks: the inventory names no cluster")
+	}
+	path := opts.Kubeconfig
+	if path == "" {
+		path = filepath.Join(inv.StateDir(), KubeconfigFile)
+	}
+	kubeconfig, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no kubeconfig at %s: the node phase of `rack up` fetches it from the first server; run it first", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read kubeconfig: %w", err)
+	}
+	return &run{
+		stateDir:        inv.StateDir(),
+		stack:           inv.Cluster.Name,
+		needsKubernetes: true,
+		program: func(ctx *pulumi.Context) error {
+			k8s, err := kubernetes.NewProvider(ctx, "rack", &kubernetes.ProviderArgs{
+				Kubeconfig: pulumi.ToSecret(pulumi.String(string(kubeconfig))).(pulumi.StringOutput),
+			})
+			if err != nil {
+				return err
+			}
+			_, err = deploy(ctx, inv, pulumi.Providers(k8s))
+			return err
+		},
+	}, nil
+}
+
+func (r *run) up(ctx context.Context, opts Options) (Result, error) {
+	st, err := r.open(ctx, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	w := progress(opts)
+	res, err := st.Up(ctx, optup.ProgressStreams(w), optup.ErrorProgressStreams(w))
+	if err != nil {
+		return Result{}, explain(fmt.Errorf("pulumi up of stack %s: %w", r.stack, err), opts)
+	}
+	out := Result{Outputs: map[string]any{}, Changes: map[string]int{}}
+	for k, v := range res.Outputs {
+		out.Outputs[k] = v.Value
+		if v.Secret {
+			out.Outputs[k] = "[secret]"
+		}
+	}
+	if c := res.Summary.ResourceChanges; c != nil {
+		for op, n := range *c {
+			out.Changes[op] = n
+		}
+	}
+	return out, nil
+}
+
+func (r *run) preview(ctx context.Context, opts Options) (Result, error) {
+	st, err := r.open(ctx, opts)
+	if err != nil {
+		return Result{}, err
+	}
+	w := progress(opts)
+	res, err := st.Preview(ctx, optpreview.ProgressStreams(w), optpreview.ErrorProgressStreams(w))
+	if err != nil {
+		return Result{}, explain(fmt.Errorf("pulumi preview of stack %s: %w", r.stack, err), opts)
+	}
+	out := Result{Changes: map[string]int{}}
+	for op, n := range res.ChangeSummary {
+		out.Changes[string(op)] = n
+	}
+	return out, nil
+}
+
+// open checks the tools, then selects (or creates) the stack in a local
+// workspace under the state dir.
+func (r *run) open(ctx context.Context, opts Options) (auto.Stack, error) {
+	cli, err := check(ctx, opts, r.needsKubernetes)
+	if err != nil {
+		return auto.Stack{}, err
+	}
+	secret, err := passphrase(r.stateDir)
+	if err != nil {
+		return auto.Stack{}, err
+	}
+	backend := opts.Backend
+	if backend == "" {
+		dir, err := filepath.Abs(filepath.Join(r.stateDir, stateSubdir))
+		if err != nil {
+			return auto.Stack{}, err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return auto.Stack{}, err
+		}
+		backend = "file://" + filepath.ToSlash(dir)
+	}
+	workDir := filepath.Join(r.stateDir, workSubdir)
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		return auto.Stack{}, err
+	}
+	wsOpts := []auto.LocalWorkspaceOption{
+		auto.Pulumi(cli),
+		auto.WorkDir(workDir),
+		auto.Project(workspace.Project{
+			Name:    Project,
+			Runtime: workspace.NewProjectRuntimeInfo("go", nil),
+		}),
+		auto.SecretsProvider("passphrase"),
+		// The passphrase reaches the CLI through its environment only: the
+		// workspace never puts it on a command line.
+		auto.EnvVars(map[string]string{
+			"PULUMI_CONFIG_PASSPHRASE": secret,
+			"PULUMI_BACKEND_URL":       backend,
+			"PULUMI_SKIP_UPDATE_CHECK": "true",
+			// Racks are often offline: a missing plugin is Check's business,
+			// not a download that times out in the middle of an update.
+			"PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+		}),
+	}
+	if opts.PulumiHome != "" {
+		wsOpts = append(wsOpts, auto.PulumiHome(opts.PulumiHome))
+	}
+	st, err := auto.UpsertStackInlineSource(ctx, r.stack, Project, r.program, wsOpts...)
+	if err != nil {
+		return auto.Stack{}, explain(fmt.Errorf("open stack %s in %s: %w", r.stack, backend, err), opts)
+	}
+	return st, nil
+}
+
+func progress(opts Options) io.Writer {
+	if opts.Progress == nil {
+		return io.Discard
+	}
+	return opts.Progress
+}
+
+// check finds the pulumi CLI and, when asked, the kubernetes plugin.
+func check(ctx context.Context, opts Options, kubernetesPlugin bool) (auto.PulumiCommand, error) {
+	if _, err := exec.LookPath("pulumi"); err != nil {
+		return nil, &MissingError{
+			What: "the pulumi CLI",
+			How: fmt.Sprintf("rack runs its stacks through it. Install v%[1]s with "+
+				"`curl -fsSL https://get.pulumi.com | sh -s -- --version %[1]s` and add ~/.pulumi/bin to PATH, "+
+				"or build it from rack's source with scripts/build-pulumi.sh and put the folder it prints first on PATH", PulumiVersion),
+		}
+	}
+	cli, err := auto.NewPulumiCommand(&auto.PulumiCommandOptions{})
+	if err != nil {
+		return nil, &MissingError{
+			What: "a usable pulumi CLI",
+			How:  fmt.Sprintf("%v: install v%s (or newer) as described in the README, or run scripts/build-pulumi.sh", err, PulumiVersion),
+		}
+	}
+	if kubernetesPlugin {
+		if err := checkPlugin(ctx, opts); err != nil {
+			return nil, err
+		}
+	}
+	return cli, nil
+}
+
+// checkPlugin looks for pulumi-resource-kubernetes at the pinned version
+// where the engine would: the plugin cache, or an ambient binary on PATH.
+func checkPlugin(ctx context.Context, opts Options) error {
+	if _, err := exec.LookPath("pulumi-resource-kubernetes"); err == nil {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, "pulumi", "plugin", "ls", "--json")
+	cmd.Env = append(os.Environ(), "PULUMI_SKIP_UPDATE_CHECK=true")
+	if opts.PulumiHome != "" {
+		cmd.Env = append(cmd.Env, "PULUMI_HOME="+opts.PulumiHome)
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("pulumi plugin ls: %w", err)
+	}
+	var plugins []struct{ Name, Kind, Version string }
+	if err := json.Unmarshal(out, &plugins); err != nil {
+		return fmt.Errorf("pulumi plugin ls: %w", err)
+	}
+	for _, p := range plugins {
+		if p.Kind == "resource" && p.Name == "kubernetes" && strings.TrimPrefix(p.Version, "v") == KubernetesPluginVersion {
+			return nil
+		}
+	}
+	return missingPlugin(opts)
+}
+
+func missingPlugin(opts Options) *MissingError {
+	env := ""
+	if opts.PulumiHome != "" {
+		env = "PULUMI_HOME=" + opts.PulumiHome + " "
+	}
+	v := KubernetesPluginVersion
+	return &MissingError{
+		What: "the Pulumi kubernetes provider plugin v" + v,
+		How: fmt.Sprintf("run `%[1]spulumi plugin install resource kubernetes v%[2]s`; "+
+			"on an airgapped rack, download pulumi-resource-kubernetes-v%[2]s-%[3]s-%[4]s.tar.gz from "+
+			"https://github.com/pulumi/pulumi-kubernetes/releases/tag/v%[2]s on a connected machine, "+
+			"copy it over and run `%[1]spulumi plugin install resource kubernetes v%[2]s -f FILE`",
+			env, v, runtime.GOOS, runtime.GOARCH),
+	}
+}
+
+// explain turns the engine errors users can fix themselves into what to do.
+func explain(err error, opts Options) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "pulumi-resource-kubernetes"):
+		// The engine's own account is in the progress output already.
+		return &explained{advice: missingPlugin(opts), cause: err}
+	case strings.Contains(msg, "incorrect passphrase") || strings.Contains(msg, "passphrase must be set"):
+		return &explained{cause: err, advice: fmt.Errorf(
+			"the stack's secrets were encrypted with another passphrase: unset %s, or set it to the one the stack was created with", EnvPassphrase)}
+	}
+	return err
+}
+
+// explained is an engine error with advice; it reads as the advice and
+// matches both (errors.As finds a *MissingError in it).
+type explained struct{ advice, cause error }
+
+func (e *explained) Error() string   { return e.advice.Error() }
+func (e *explained) Unwrap() []error { return []error{e.advice, e.cause} }
+
+// passphrase returns the secrets provider's passphrase: $RACK_PULUMI_PASSPHRASE,
+// else the one kept in the state dir, generated on first use (32 random bytes,
+// 0600, next to the k3s token).
+func passphrase(stateDir string) (string, error) {
+	if p := os.Getenv(EnvPassphrase); p != "" {
+		return p, nil
+	}
+	path := filepath.Join(stateDir, PassphraseFile)
+	if b, err := os.ReadFile(path); err == nil {
+		// Someone may have copied it around with looser permissions.
+		if err := os.Chmod(path, 0o600); err != nil {
+			return "", err
+		}
+		if p := strings.TrimSpace(string(b)); p != "" {
+			return p, nil
+		}
+		return "", fmt.Errorf("%s is empty: delete it only if the stack has no state yet, or restore it", path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return "", err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	p := base64.RawURLEncoding.EncodeToString(raw)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return passphrase(stateDir) // another rack won the race: use its passphrase
+	}
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(p + "\n"); err != nil {
+		f.Close()
+		return "", err
+	}
+	return p, f.Close()
+}
