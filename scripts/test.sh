@@ -12,6 +12,9 @@ if [ "$(id -u)" -eq 0 ]; then
 	RACK_CONTROLPLANE_DIR=$(scripts/build-controlplane.sh | tail -n 1) || { echo "building the test control plane failed"; exit 1; }
 	export RACK_CONTROLPLANE_DIR
 fi
+# The pulumi CLI the Automation API tests drive, built once and cached (about 10 minutes cold).
+echo "== pulumi CLI (scripts/build-pulumi.sh)"
+scripts/build-pulumi.sh >/dev/null || { echo "building the pulumi CLI failed"; exit 1; }
 echo "== go test ./... (full log: $log)"
 go test -count=1 -v -timeout 40m ./... >"$log" 2>&1
 status=$?
