@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -50,6 +51,10 @@ func Parse(file string, data []byte, opts Options) (*Inventory, Problems) {
 		fromEnv:   map[string]bool{},
 	}
 	inv := &Inventory{File: file}
+	// CR and CRLF are YAML line breaks too; as LF, every line number we report
+	// is the line an editor shows.
+	data = bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))
+	data = bytes.ReplaceAll(data, []byte("\r"), []byte("\n"))
 
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {

@@ -66,6 +66,8 @@ func TestValidationRules(t *testing.T) {
 	}{
 		{"valid", doc("", "", ""), nil},
 		{"yaml syntax", "cluster:\n  name: lab\n   bad: x\n", []want{{"", 3, "not valid YAML: line 3: mapping values are not allowed", SeverityError}}},
+		{"windows line endings", strings.ReplaceAll(doc(`  - {name: s1, adress: 10.0.0.1, role: server}`, "", ""), "\n", "\r\n"),
+			[]want{{"nodes[0].adress", 8, `did you mean address?`, SeverityError}, {"nodes[0].address", 8, "is required", SeverityError}}},
 		{"yaml tab", "cluster:\n\tname: lab\n", []want{{"", 2, "indented with a tab", SeverityError}}},
 		{"empty file", "", []want{{"", 1, "empty", SeverityError}}},
 		{"unknown node key with hint", doc(`  - {name: s1, adress: 10.0.0.1, role: server}`, "", ""),

@@ -172,6 +172,7 @@ func BuildPlan(ctx context.Context, inv *inventory.Inventory, o Options) (*Plan,
 		return nil, ctx.Err()
 	}
 
+	arts := &artifacts{bins: o.Binaries, version: version}
 	for _, n := range selected {
 		if err := errs[n.Name]; err != nil {
 			plan.Nodes = append(plan.Nodes, NodePlan{Node: n.Name, Role: Role(n), Arch: n.Arch, Action: ActionUnreachable, To: version,
@@ -179,7 +180,7 @@ func BuildPlan(ctx context.Context, inv *inventory.Inventory, o Options) (*Plan,
 			continue
 		}
 		obs := observed[n.Name]
-		d, err := desiredFor(ctx, inv, n, obs.Facts, token, o.Binaries)
+		d, err := desiredFor(ctx, inv, n, obs.Facts, token, arts)
 		if err != nil {
 			plan.Nodes = append(plan.Nodes, NodePlan{Node: n.Name, Role: Role(n), Arch: obs.Facts.Arch, Action: ActionRefused, To: version,
 				Reasons: []string{err.Error()}, Steps: []string{}})
@@ -234,7 +235,37 @@ func localDirs(inv *inventory.Inventory, n inventory.Node) []string {
 	return out
 }
 
-func desiredFor(ctx context.Context, inv *inventory.Inventory, n inventory.Node, f nodes.Facts, token string, bins Binaries) (Desired, error) {
+// artifacts resolves the binary and images once per arch: resolving means
+// hashing a 60 MB binary, which 16 nodes must not do 16 times.
+type artifacts struct {
+	bins    Binaries
+	version string
+	byArch  map[string]resolved
+}
+
+type resolved struct {
+	bin    Artifact
+	images []string
+	err    error
+}
+
+func (a *artifacts) get(ctx context.Context, arch string) (Artifact, []string, error) {
+	if r, ok := a.byArch[arch]; ok {
+		return r.bin, r.images, r.err
+	}
+	var r resolved
+	r.bin, r.err = a.bins.Binary(ctx, a.version, arch)
+	if r.err == nil {
+		r.images, r.err = a.bins.AirgapImages(arch)
+	}
+	if a.byArch == nil {
+		a.byArch = map[string]resolved{}
+	}
+	a.byArch[arch] = r
+	return r.bin, r.images, r.err
+}
+
+func desiredFor(ctx context.Context, inv *inventory.Inventory, n inventory.Node, f nodes.Facts, token string, arts *artifacts) (Desired, error) {
 	arch := f.Arch
 	if !f.ArchKnown {
 		return Desired{}, fmt.Errorf("unsupported machine %q (uname -m): k3s runs on arm64, amd64 and arm", f.Machine)
@@ -246,11 +277,7 @@ func desiredFor(ctx context.Context, inv *inventory.Inventory, n inventory.Node,
 	if err != nil {
 		return Desired{}, err
 	}
-	bin, err := bins.Binary(ctx, inv.Cluster.K3s.Version, arch)
-	if err != nil {
-		return Desired{}, err
-	}
-	images, err := bins.AirgapImages(arch)
+	bin, images, err := arts.get(ctx, arch)
 	if err != nil {
 		return Desired{}, err
 	}
@@ -312,6 +339,8 @@ func Apply(ctx context.Context, plan *Plan, o Options) (*Outcome, error) {
 		}
 	}
 
+	files := &sourceSet{}
+	defer files.Close()
 	var cs kubernetes.Interface
 	step := func(ctx context.Context, h *nodes.Host) error {
 		np := byName[h.Target.Name]
@@ -319,7 +348,7 @@ func Apply(ctx context.Context, plan *Plan, o Options) (*Outcome, error) {
 			return fmt.Errorf("unreachable: %s", strings.Join(np.Reasons, "; "))
 		}
 		d := plan.desired[np.Node]
-		if err := applyNode(ctx, h, np, d, o); err != nil {
+		if err := applyNode(ctx, h, np, d, o, files); err != nil {
 			return err
 		}
 		if cs == nil { // the first server: its kubeconfig is how every wait below sees the cluster
@@ -390,7 +419,7 @@ func (p *Plan) refused() []NodePlan {
 
 // applyNode makes one node match its plan. Each write is atomic and verified
 // by the SSH layer; the service restarts only when something it reads changed.
-func applyNode(ctx context.Context, h *nodes.Host, np NodePlan, d Desired, o Options) error {
+func applyNode(ctx context.Context, h *nodes.Host, np NodePlan, d Desired, o Options, files *sourceSet) error {
 	priv := nodes.RunOptions{Privileged: true}
 	if np.PiCmdline != "" {
 		if err := prepareP(ctx, h, np.PiCmdline, o.rebootTimeout()); err != nil {
@@ -412,13 +441,11 @@ func applyNode(ctx context.Context, h *nodes.Host, np NodePlan, d Desired, o Opt
 	}
 	if np.Binary {
 		h.Step("uploading k3s " + d.Version)
-		src, err := nodes.OpenSource(d.Binary.Path)
+		src, err := files.Open(d.Binary.Path)
 		if err != nil {
 			return err
 		}
-		_, err = h.Upload(ctx, src, BinaryPath, nodes.FileOptions{Mode: 0o755, Privileged: true})
-		src.Close()
-		if err != nil {
+		if _, err := h.Upload(ctx, src, BinaryPath, nodes.FileOptions{Mode: 0o755, Privileged: true}); err != nil {
 			return err
 		}
 		if len(d.Images) > 0 {
@@ -427,13 +454,11 @@ func applyNode(ctx context.Context, h *nodes.Host, np NodePlan, d Desired, o Opt
 			}
 			for _, img := range d.Images {
 				h.Step("uploading " + filepath.Base(img))
-				src, err := nodes.OpenSource(img)
+				src, err := files.Open(img)
 				if err != nil {
 					return err
 				}
-				_, err = h.Upload(ctx, src, ImagesDir+"/"+filepath.Base(img), nodes.FileOptions{Mode: 0o644, Privileged: true})
-				src.Close()
-				if err != nil {
+				if _, err := h.Upload(ctx, src, ImagesDir+"/"+filepath.Base(img), nodes.FileOptions{Mode: 0o644, Privileged: true}); err != nil {
 					return err
 				}
 			}
@@ -556,3 +581,34 @@ func fetchKubeconfig(ctx context.Context, h *nodes.Host, inv *inventory.Inventor
 
 // shq quotes s for /bin/sh.
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// sourceSet opens each local file once for all nodes, so it is hashed once.
+type sourceSet struct {
+	mu sync.Mutex
+	m  map[string]*nodes.Source
+}
+
+func (s *sourceSet) Open(path string) (*nodes.Source, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if src, ok := s.m[path]; ok {
+		return src, nil
+	}
+	src, err := nodes.OpenSource(path)
+	if err != nil {
+		return nil, err
+	}
+	if s.m == nil {
+		s.m = map[string]*nodes.Source{}
+	}
+	s.m[path] = src
+	return src, nil
+}
+
+func (s *sourceSet) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, src := range s.m {
+		src.Close()
+	}
+}
