@@ -85,16 +85,7 @@ func NewLonghorn(ctx *pulumi.Context, name string, args *LonghornArgs, opts ...p
 
 	// The manager and instance managers are privileged (they mount host
 	// disks and run iSCSI).
-	ns, err := corev1.NewNamespace(ctx, name, &corev1.NamespaceArgs{
-		Metadata: &metav1.ObjectMetaArgs{
-			Name: pulumi.String(nsName),
-			Labels: pulumi.StringMap{
-				"pod-security.kubernetes.io/enforce": pulumi.String("privileged"),
-				"pod-security.kubernetes.io/audit":   pulumi.String("privileged"),
-				"pod-security.kubernetes.io/warn":    pulumi.String("privileged"),
-			},
-		},
-	}, parent)
+	ns, err := chart.Namespace(ctx, name, nsName, true, parent)
 	if err != nil {
 		return nil, err
 	}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
-	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
 	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
@@ -106,16 +105,7 @@ func NewMetalLB(ctx *pulumi.Context, name string, args *MetalLBArgs, opts ...pul
 
 	// The speaker needs the host network and NET_RAW: the namespace must
 	// admit privileged pods whatever the cluster's default policy is.
-	ns, err := corev1.NewNamespace(ctx, name, &corev1.NamespaceArgs{
-		Metadata: &metav1.ObjectMetaArgs{
-			Name: pulumi.String(nsName),
-			Labels: pulumi.StringMap{
-				"pod-security.kubernetes.io/enforce": pulumi.String("privileged"),
-				"pod-security.kubernetes.io/audit":   pulumi.String("privileged"),
-				"pod-security.kubernetes.io/warn":    pulumi.String("privileged"),
-			},
-		},
-	}, parent)
+	ns, err := chart.Namespace(ctx, name, nsName, true, parent)
 	if err != nil {
 		return nil, err
 	}
