@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/procstat"
 )
 
 // stopGrace is how long a component gets to exit after SIGTERM before
@@ -140,24 +142,14 @@ func bootID() string {
 // procStart returns the start time (field 22 of /proc/PID/stat) of a live,
 // non-zombie process.
 func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	s, err := procstat.Read(pid)
 	if err != nil {
 		return 0, err
 	}
-	// The command name may contain spaces and parentheses; fields are only
-	// unambiguous after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	if f[0] == "Z" || f[0] == "X" {
+	if s.Zombie() {
 		return 0, fmt.Errorf("process %d is a zombie", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return s.Start, nil
 }
 
 // sweep removes cluster directories under root whose owner is gone, after

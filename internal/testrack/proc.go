@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/procstat"
 )
 
 // procInfo is the part of /proc/PID/stat the rack needs.
@@ -24,24 +26,11 @@ type procInfo struct {
 }
 
 func readProc(pid int) (procInfo, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	s, err := procstat.Read(pid)
 	if err != nil {
 		return procInfo{}, err
 	}
-	// The command name may contain spaces and parentheses; fields are only
-	// unambiguous after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return procInfo{}, fmt.Errorf("malformed /proc/%d/stat", pid)
-	}
-	f := strings.Fields(string(b[i+2:]))
-	// f[0] is field 3 (state); ppid is field 4, starttime field 22.
-	if len(f) < 20 {
-		return procInfo{}, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	start, _ := strconv.ParseUint(f[19], 10, 64)
-	return procInfo{ppid: ppid, state: f[0][0], start: start}, nil
+	return procInfo{ppid: s.PPID, state: s.State, start: s.Start}, nil
 }
 
 // alive reports whether pid runs and is the same process that had start time
