@@ -5,8 +5,6 @@
 package stacks
 
 import (
-	"fmt"
-	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -160,7 +158,8 @@ func argoCDAddress(pools []inventory.IPPool) string {
 		return ""
 	}
 	addrs := pools[0].Addresses
-	first, last, err := bounds(addrs[len(addrs)-1])
+	r, err := inventory.ParseRange(addrs[len(addrs)-1])
+	first, last := r.First, r.Last
 	if err != nil {
 		return "" // validated inventories never get here; ClusterIP then
 	}
@@ -169,28 +168,4 @@ func argoCDAddress(pools []inventory.IPPool) string {
 		last = last.Prev()
 	}
 	return last.String()
-}
-
-// bounds returns the first and last address of a range a-b or a CIDR.
-func bounds(s string) (netip.Addr, netip.Addr, error) {
-	if from, to, ok := strings.Cut(s, "-"); ok {
-		a, err1 := netip.ParseAddr(strings.TrimSpace(from))
-		b, err2 := netip.ParseAddr(strings.TrimSpace(to))
-		if err1 != nil || err2 != nil {
-			return netip.Addr{}, netip.Addr{}, fmt.Errorf("bad range %q", s)
-		}
-		return a, b, nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Addr{}, netip.Addr{}, err
-	}
-	p = p.Masked()
-	last := p.Addr().AsSlice()
-	for i := range last {
-		hostBits := max(0, min(8, p.Addr().BitLen()-p.Bits()-8*(len(last)-1-i)))
-		last[i] |= byte(1<<hostBits - 1)
-	}
-	b, _ := netip.AddrFromSlice(last)
-	return p.Addr(), b, nil
 }

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"github.com/homelab/rack/internal/flock"
 )
 
 // EnvControlPlaneDir names a folder holding kube-apiserver,
@@ -120,11 +122,11 @@ func buildControlPlane(ctx context.Context, root string, logf func(string, ...an
 	if err != nil {
 		return "", err
 	}
-	lock, err := lockFile(ctx, filepath.Join(state, "build.lock"))
+	lock, err := flock.Acquire(ctx, filepath.Join(state, "build.lock"))
 	if err != nil {
 		return "", err
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	script := filepath.Join(root, "scripts", "build-controlplane.sh")
 	cmd := exec.CommandContext(ctx, script)
 	cmd.Dir = root

@@ -28,19 +28,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/testenv"
+	"github.com/homelab/rack/internal/testpki"
+
+	"github.com/homelab/rack/internal/testnet"
+	"github.com/homelab/rack/inventory"
+
+	"github.com/homelab/rack/internal/flock"
+
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
-// Network settings, the same as k3s's defaults so that what rack computes
-// from a k3s cluster holds here too.
+// Network settings: k3s' defaults, from the one pair of constants rack and
+// the test rack share, so that what rack computes from a k3s cluster holds
+// here too, and the blackhole routes (internal/testnet) cover them.
 const (
-	ServiceCIDR = "10.43.0.0/16"
+	ServiceCIDR = inventory.DefaultServiceCIDR
 	// ServiceIP is the kubernetes Service's cluster IP, the first of ServiceCIDR.
 	ServiceIP   = "10.43.0.1"
-	ClusterCIDR = "10.42.0.0/16"
+	ClusterCIDR = inventory.DefaultClusterCIDR
 )
 
 // Options configure Start.
@@ -83,6 +92,9 @@ type Cluster struct {
 	// CAPEM is the cluster CA: it signed the serving certificate and every
 	// client certificate the apiserver accepts.
 	CAPEM []byte
+	// CAKeyPEM is the CA's key: a fake k3s server signs its nodes' client
+	// certificates with it, as k3s does with its own CA.
+	CAKeyPEM []byte
 	// AdminCertPEM and AdminKeyPEM are a client certificate in
 	// system:masters.
 	AdminCertPEM, AdminKeyPEM []byte
@@ -96,8 +108,10 @@ type Cluster struct {
 	// StartupTime is how long Start took until /readyz answered ok.
 	StartupTime time.Duration
 
-	ca      *keyPair
-	procs   []*proc
+	ca    *testpki.KeyPair
+	procs []*proc
+	// unroute releases the blackhole routes held while the cluster runs.
+	unroute func() error
 	logf    func(string, ...any)
 	closeMu sync.Mutex
 	closed  bool
@@ -111,7 +125,7 @@ func New(t testing.TB, opts ...Option) *Cluster {
 	t.Helper()
 	skip := func(format string, args ...any) {
 		t.Helper()
-		skipOrFail(t, format, args...)
+		testenv.SkipOrFail(t, format, args...)
 	}
 	if uid := os.Geteuid(); uid != 0 {
 		skip("testcluster: the test control plane needs root (running as uid %d)", uid)
@@ -146,16 +160,6 @@ func New(t testing.TB, opts ...Option) *Cluster {
 		}
 	})
 	return c
-}
-
-// skipOrFail skips the test with a reason, or fails it when the
-// environment says this machine must run everything (CI).
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("RACK_TEST_REQUIRE_ROOT") == "1" {
-		t.Fatalf(format+" (and RACK_TEST_REQUIRE_ROOT=1 forbids skipping)", args...)
-	}
-	t.Skipf(format, args...)
 }
 
 // startAttempts bounds retries when a free port picked for a component was
@@ -212,6 +216,11 @@ func start(ctx context.Context, o Options) (_ *Cluster, err error) {
 			err = errors.Join(err, c.Close())
 		}
 	}()
+	// Before any component runs: the API server's first call to a webhook
+	// Service must fail here, not leave the machine.
+	if c.unroute, err = testnet.Hold(ctx); err != nil {
+		return nil, fmt.Errorf("routing the cluster networks to blackhole: %w", err)
+	}
 	ports, err := freePorts(o.BindAddress, "127.0.0.1", "127.0.0.1")
 	if err != nil {
 		return nil, err
@@ -266,13 +275,23 @@ func start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		"--service-account-signing-key-file="+c.path("sa.key"),
 		"--service-cluster-ip-range="+ServiceCIDR,
 		"--authorization-mode=Node,RBAC",
+		// As k3s: a kubelet may change only its own Node, and not set
+		// labels outside the kubelet's allowed set.
+		"--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",
 		"--profiling=false",
 		"--v=0",
 	); err != nil {
 		return nil, err
 	}
-	// Both retry until the apiserver answers, so they start alongside it.
+	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := c.WaitReady(readyCtx); err != nil {
+		return nil, err
+	}
+	// Only once /readyz is ok: the controller-manager gives up when its RBAC
+	// roles (bootstrapped by the apiserver) are not there within seconds, which
+	// on a loaded machine they are not.
 	if err := c.spawn("kube-controller-manager", b.ControllerManager,
 		"--kubeconfig="+c.path("controller-manager.kubeconfig"),
 		"--leader-elect=false",
@@ -306,11 +325,6 @@ func start(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 
-	readyCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := c.WaitReady(readyCtx); err != nil {
-		return nil, err
-	}
 	// kwok gives up after ~30 s of an unreachable apiserver with growing
 	// back-off, so it starts only now and notices new Nodes at once.
 	if err := c.spawn("kwok", b.Kwok,
@@ -348,18 +362,18 @@ func (c *Cluster) spawn(name, bin string, args ...string) error {
 // writePKI writes the CA, the serving and client certificates, the
 // service-account key pair, the kubeconfigs and kwok's configuration.
 func (c *Cluster) writePKI(o Options) error {
-	ca, err := newCA("rack-testcluster-ca")
+	ca, err := testpki.NewCA("rack-testcluster-ca")
 	if err != nil {
 		return err
 	}
 	c.ca = ca
-	c.CAPEM = ca.CertPEM
+	c.CAPEM, c.CAKeyPEM = ca.CertPEM, ca.KeyPEM
 	dns, ips := servingSANs(o.BindAddress, o.SANs)
-	serving, err := ca.issue(certSpec{cn: "kube-apiserver", dns: dns, ips: ips, server: true})
+	serving, err := ca.Issue(testpki.Spec{CN: "kube-apiserver", DNS: dns, IPs: ips, Server: true})
 	if err != nil {
 		return err
 	}
-	saPriv, saPub, err := serviceAccountKey()
+	saPriv, saPub, err := testpki.ServiceAccountKey()
 	if err != nil {
 		return err
 	}
@@ -384,7 +398,7 @@ func (c *Cluster) writePKI(o Options) error {
 		{"kwok.kubeconfig", "kwok", []string{"system:masters"}},
 	}
 	for _, cl := range clients {
-		kp, err := ca.issue(certSpec{cn: cl.cn, orgs: cl.orgs})
+		kp, err := ca.Issue(testpki.Spec{CN: cl.cn, Orgs: cl.orgs})
 		if err != nil {
 			return err
 		}
@@ -419,7 +433,7 @@ func Kubeconfig(server string, caPEM, certPEM, keyPEM []byte) ([]byte, error) {
 // cluster CA, for tests that need someone other than the admin (RBAC
 // applies as usual).
 func (c *Cluster) ClientCert(user string, groups ...string) (certPEM, keyPEM []byte, err error) {
-	kp, err := c.ca.issue(certSpec{cn: user, orgs: groups})
+	kp, err := c.ca.Issue(testpki.Spec{CN: user, Orgs: groups})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -586,6 +600,10 @@ func (c *Cluster) Close() error {
 	if c.Dir != "" {
 		errs = append(errs, os.RemoveAll(c.Dir))
 	}
+	// Only once every component has stopped.
+	if c.unroute != nil {
+		errs = append(errs, c.unroute())
+	}
 	return errors.Join(errs...)
 }
 
@@ -616,11 +634,11 @@ func newClusterDir(ctx context.Context, parent string, logf func(string, ...any)
 	} else if err := os.MkdirAll(root, 0o700); err != nil {
 		return "", err
 	}
-	lock, err := lockFile(ctx, filepath.Join(root, "lock"))
+	lock, err := flock.Acquire(ctx, filepath.Join(root, "lock"))
 	if err != nil {
 		return "", err
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	if err := sweep(root, logf); err != nil {
 		// Someone else's leftovers must not stop this cluster.
 		logf("testcluster: cleaning up: %v", err)

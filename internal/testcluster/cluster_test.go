@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/homelab/rack/internal/testenv"
 )
 
 const wantVersion = "v1.36.4"
@@ -235,7 +237,7 @@ func TestCloseStopsEverything(t *testing.T) {
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if uid := os.Geteuid(); uid != 0 {
-		skipOrFail(t, "testcluster: needs root (running as uid %d)", uid)
+		testenv.SkipOrFail(t, "testcluster: needs root (running as uid %d)", uid)
 	}
 }
 
@@ -244,7 +246,7 @@ func binaries(t *testing.T, ctx context.Context) Binaries {
 	t.Helper()
 	b, err := FindBinaries(ctx, t.Logf)
 	if err != nil {
-		skipOrFail(t, "%v", err)
+		testenv.SkipOrFail(t, "%v", err)
 	}
 	return b
 }

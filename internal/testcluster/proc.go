@@ -2,7 +2,6 @@ package testcluster
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -229,34 +228,3 @@ func killUsers(prefix string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-
-// fileLock is an exclusive flock on a file; closing releases it.
-type fileLock struct{ f *os.File }
-
-// lockFile polls rather than blocks so that a caller's deadline applies
-// while another process holds the lock (a cold control-plane build holds
-// it for minutes).
-func lockFile(ctx context.Context, path string) (*fileLock, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return &fileLock{f}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for lock %s: %w", path, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func (l *fileLock) unlock() { l.f.Close() }

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/homelab/rack/internal/testnet"
+
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -278,7 +280,9 @@ func (h *Host) setupNetwork(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	// The cluster's pod and service networks never leave the machine, even
+	// when a test later gives the host a default route.
+	return testnet.AddRoutes(ctx, n)
 }
 
 // holderScript runs as the host's first process, inside its netns and fresh

@@ -29,6 +29,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/testenv"
+
 	"golang.org/x/crypto/ssh"
 )
 
@@ -99,10 +101,7 @@ func WithOptions(f func(*Options)) Option { return Option(f) }
 func New(t testing.TB, n int, opts ...Option) *Rack {
 	t.Helper()
 	if err := Supported(); err != nil {
-		if os.Getenv("RACK_TEST_REQUIRE_ROOT") == "1" {
-			t.Fatalf("%v (and RACK_TEST_REQUIRE_ROOT=1 forbids skipping)", err)
-		}
-		t.Skip(err)
+		testenv.SkipOrFail(t, "%v", err)
 	}
 	o := Options{Hosts: n, Dir: t.TempDir(), Logf: t.Logf}
 	for _, opt := range opts {
@@ -196,7 +195,7 @@ func Start(ctx context.Context, o Options) (_ *Rack, err error) {
 		return r, err
 	}
 	entries, err := func() ([]*entry, error) {
-		defer lock.unlock()
+		defer lock.Unlock()
 		if _, err := sweep(ctx, false, r.logf); err != nil {
 			// A host we cannot remove is someone's problem, not this rack's:
 			// its name stays reserved and Start picks others.
@@ -364,7 +363,7 @@ func (r *Rack) close() error {
 		}
 	}
 	errs = append(errs, removeBridgeIfUnused(ctx))
-	lock.unlock()
+	lock.Unlock()
 	if r.ownDir {
 		errs = append(errs, os.RemoveAll(r.Dir))
 	}
@@ -378,7 +377,7 @@ func Remove(ctx context.Context, rackID string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	names, err := registeredNames()
 	if err != nil {
 		return nil, err
@@ -411,6 +410,6 @@ func Clean(ctx context.Context, all bool, logf func(string, ...any)) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	defer lock.unlock()
+	defer lock.Unlock()
 	return sweep(ctx, all, logf)
 }

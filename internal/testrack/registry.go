@@ -12,8 +12,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/flock"
 )
 
 // Machine-wide names. Every rack on the machine, from any process, shares
@@ -114,11 +115,9 @@ func registeredNames() ([]string, error) {
 	return names, nil
 }
 
-// machineLock is the flock that serialises registry and bridge changes
+// lockMachine takes the flock that serialises registry and bridge changes
 // between all processes on the machine.
-type machineLock struct{ f *os.File }
-
-func lockMachine(ctx context.Context) (*machineLock, error) {
+func lockMachine(ctx context.Context) (*flock.Lock, error) {
 	// sshd reads each user's authorized_keys file in the registry with that
 	// user's uid, so the path must be traversable by everyone (the keys and
 	// the lock themselves stay root-only or public as they need).
@@ -133,32 +132,10 @@ func lockMachine(ctx context.Context) (*machineLock, error) {
 			return nil, err
 		}
 	}
-	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	// Poll instead of blocking in flock(2) so ctx can cancel the wait.
 	ctx, cancel := context.WithTimeout(ctx, lockTimeout)
 	defer cancel()
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return &machineLock{f}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", lockPath, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for %s: %w", lockPath, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	return flock.Acquire(ctx, lockPath)
 }
-
-func (l *machineLock) unlock() { l.f.Close() } // closing releases the flock
 
 // hostAddr maps a host index to its address: index 1 is 198.18.0.2, right
 // after the bridge.

@@ -533,7 +533,7 @@ func TestStaleHostsOfDeadOwnerAreRemoved(t *testing.T) {
 		fakes[0].OwnerPID, fakes[0].OwnerStart = deadPid, deadProc.start
 		err = writeEntry(fakes[0])
 	}
-	lock.unlock()
+	lock.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
