@@ -2,8 +2,6 @@
 // (with line numbers kept for every key), defaults and validation.
 package inventory
 
-import "path/filepath"
-
 // Inventory is the whole rack as the user described it, after defaults.
 type Inventory struct {
 	// File is the path the inventory was loaded from ("" when built in code).
@@ -200,6 +198,8 @@ type App struct {
 	Expose   *Expose     `yaml:"expose"`
 	Storage  *AppStorage `yaml:"storage"`
 	Strategy Strategy    `yaml:"strategy"`
+	// Env is the container's environment (database host and the like), rendered sorted by name.
+	Env map[string]string `yaml:"env"`
 }
 
 // Expose routes an app through Traefik by host name.
@@ -273,10 +273,4 @@ func (inv *Inventory) Node(name string) (Node, bool) {
 		}
 	}
 	return Node{}, false
-}
-
-// StateDir is where rack keeps this cluster's local state (the generated
-// token, Pulumi state): .rack/<cluster> beside the inventory file.
-func (inv *Inventory) StateDir() string {
-	return filepath.Join(inv.Dir(), ".rack", inv.Cluster.Name)
 }

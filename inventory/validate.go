@@ -20,7 +20,6 @@ var (
 	exactVersion = regexp.MustCompile(`^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$`)
 	minorVersion = regexp.MustCompile(`^v(\d+)\.(\d+)$`)
 	fingerprint  = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
-	taintSpec    = regexp.MustCompile(`^([^=:]+)(=([^:]*))?:(NoSchedule|PreferNoSchedule|NoExecute)$`)
 )
 
 // IsK3sVersion reports whether v is an exact k3s version (v1.33.5+k3s1) or a minor (v1.33).
@@ -171,6 +170,13 @@ func (v *validator) nodes() {
 			} else {
 				addrs[key] = p
 			}
+			if ip, err := netip.ParseAddr(n.Address); err == nil {
+				for _, cn := range inv.ClusterNetworks() {
+					if cn.Range.Contains(ip) {
+						v.errorf(p+".address", "%s is inside the cluster's %s %s: k3s would route it into the cluster; move the node or set another range in cluster.k3s.args", n.Address, cn.Name, cn.Range.Text)
+					}
+				}
+			}
 		}
 		switch {
 		case n.Role == "":
@@ -196,14 +202,8 @@ func (v *validator) nodes() {
 			}
 		}
 		for j, t := range n.Taints {
-			tp := fmt.Sprintf("%s.taints[%d]", p, j)
-			m := taintSpec.FindStringSubmatch(t)
-			if m == nil {
-				v.errorf(tp, "%q is not a taint: write key=value:Effect or key:Effect with Effect NoSchedule, PreferNoSchedule or NoExecute", t)
-				continue
-			}
-			if errs := validation.IsQualifiedName(m[1]); len(errs) > 0 {
-				v.errorf(tp, "taint key %q: %s", m[1], errs[0])
+			if _, err := ParseTaint(t); err != nil {
+				v.errorf(fmt.Sprintf("%s.taints[%d]", p, j), "%v", err)
 			}
 		}
 		v.ssh(p+".ssh", n.SSH)
@@ -241,7 +241,7 @@ func (v *validator) metallb() {
 		v.errorf("addons.metallb.pools", "MetalLB needs at least one address pool: pools: [{name: production, addresses: [192.168.1.210-192.168.1.250]}]")
 	}
 	type owned struct {
-		r    ipRange
+		r    Range
 		path string
 	}
 	var ranges []owned
@@ -264,24 +264,29 @@ func (v *validator) metallb() {
 		}
 		for j, a := range pool.Addresses {
 			ap := fmt.Sprintf("%s.addresses[%d]", p, j)
-			r, err := parseRange(a)
+			r, err := ParseRange(a)
 			if err != nil {
 				v.errorf(ap, "%v", err)
 				continue
 			}
 			for _, o := range ranges {
-				if r.overlaps(o.r) {
-					v.errorf(ap, "%s overlaps %s (%s): MetalLB would hand out the same address twice", a, o.r.text, o.path)
+				if r.Overlaps(o.r) {
+					v.errorf(ap, "%s overlaps %s (%s): MetalLB would hand out the same address twice", a, o.r.Text, o.path)
 				}
 			}
 			ranges = append(ranges, owned{r, ap})
 			for k, n := range v.inv.Nodes {
-				if ip, err := netip.ParseAddr(n.Address); err == nil && r.contains(ip) {
+				if ip, err := netip.ParseAddr(n.Address); err == nil && r.Contains(ip) {
 					v.errorf(ap, "%s contains the address of node %s (%s, nodes[%d]): take node addresses out of the pool", a, n.Name, n.Address, k)
 				}
 			}
-			if ip, err := netip.ParseAddr(v.inv.Cluster.APIEndpoint); err == nil && r.contains(ip) && !v.isNodeAddr(ip) {
+			if ip, err := netip.ParseAddr(v.inv.Cluster.APIEndpoint); err == nil && r.Contains(ip) && !v.isNodeAddr(ip) {
 				v.errorf(ap, "%s contains the apiEndpoint %s: take it out of the pool", a, ip)
+			}
+			for _, cn := range v.inv.ClusterNetworks() {
+				if r.Overlaps(cn.Range) {
+					v.errorf(ap, "%s overlaps the cluster's %s %s: Services and pods use those addresses inside the cluster; pick LAN addresses outside it", a, cn.Name, cn.Range.Text)
+				}
 			}
 		}
 		switch pool.Mode {

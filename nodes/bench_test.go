@@ -160,7 +160,7 @@ func BenchmarkFanOut(b *testing.B) {
 		if _, err := h.Upload(ctx, src, dst, FileOptions{Privileged: true, Mode: 0o755}); err != nil {
 			return err
 		}
-		return h.Run(ctx, "test -x "+dst, RunOptions{Privileged: true})
+		return h.Run(ctx, Sh(`test -x "$1"`, dst), RunOptions{Privileged: true})
 	}
 	run := func(ts []Target) time.Duration {
 		for _, h := range r.Hosts {

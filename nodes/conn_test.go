@@ -27,7 +27,7 @@ func TestAuthKeyFile(t *testing.T) {
 	for _, user := range testrack.Users {
 		o, _, out := testOptions(env{})
 		h := mustConnect(t, ctx, targetFor(r, r.Hosts[0], user), o)
-		if err := h.Run(ctx, "echo hello $(id -un)", RunOptions{}); err != nil {
+		if err := h.Run(ctx, Sh("echo hello $(id -un)"), RunOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if want := r.Hosts[0].Name + " | hello " + user + "\n"; out.String() != want {
@@ -131,7 +131,7 @@ func TestAuthAgent(t *testing.T) {
 	tg.IdentityFiles = []string{filepath.Join(t.TempDir(), "id_missing")} // only the agent can log in
 	o, _, _ := testOptions(env{EnvAuthSock: sock})
 	h := mustConnect(t, ctx, tg, o)
-	if out, err := h.Output(ctx, "id -un", RunOptions{}); err != nil || string(out) != testrack.SudoUser+"\n" {
+	if out, err := h.Output(ctx, Sh("id -un"), RunOptions{}); err != nil || string(out) != testrack.SudoUser+"\n" {
 		t.Fatalf("id -un = %q, %v", out, err)
 	}
 }
@@ -316,7 +316,7 @@ func TestHostKeyChangedIsRefused(t *testing.T) {
 			var ran atomic.Bool
 			res := FanOut(ctx, []Target{tg}, FanOutOptions{Connect: o}, func(ctx context.Context, host *Host) error {
 				ran.Store(true)
-				return host.Run(ctx, "touch "+marker, RunOptions{})
+				return host.Run(ctx, Sh(`touch -- "$1"`, marker), RunOptions{})
 			})
 			err := res[0].Err
 			var hk *HostKeyError
@@ -352,7 +352,7 @@ func TestBastion(t *testing.T) {
 	tg.Bastion = testrack.SudoUser + "@" + net.JoinHostPort(jump.Addr, "22")
 	o, _, _ := testOptions(env{})
 	h := mustConnect(t, ctx, tg, o)
-	out, err := h.Output(ctx, `echo "$SSH_CONNECTION"; hostname`, RunOptions{})
+	out, err := h.Output(ctx, Sh(`echo "$SSH_CONNECTION"; hostname`), RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +391,7 @@ func TestConnectRetriesUntilSSHDIsBack(t *testing.T) {
 	go func() {
 		h, err := Connect(ctx, targetFor(r, host, testrack.RootUser), o)
 		if err == nil {
-			err = h.Run(ctx, "true", RunOptions{})
+			err = h.Run(ctx, Sh("true"), RunOptions{})
 			h.Close()
 		}
 		done <- err

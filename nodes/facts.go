@@ -50,6 +50,12 @@ type Facts struct {
 	// K3sUnitPath is the installed service file (systemd or OpenRC), if any.
 	K3sUnitPath string
 	K3sUnit     string
+	// K3sApplied is the record rack wrote after the service last came up
+	// Ready with its files (AppliedPath), "" when there is none.
+	K3sApplied string
+	// TempFiles are temp files of uploads a killed run left behind
+	// (".<name>.rack-tmp-*" beside the files rack writes).
+	TempFiles []string
 	// K3sConfigPresent is whether /etc/rancher/k3s/config.yaml exists.
 	K3sConfigPresent bool
 	K3sConfig        string
@@ -66,6 +72,11 @@ type OSRelease struct {
 
 // IsPi reports whether the device tree names a Raspberry Pi.
 func (f Facts) IsPi() bool { return strings.HasPrefix(f.Model, "Raspberry Pi") }
+
+// AppliedPath is where rack records, on the node, what the running k3s
+// service was started from (see nodes/k3s). It lives in k3s' data folder, so
+// an uninstall removes it with everything else.
+const AppliedPath = "/var/lib/rancher/k3s/rack-applied.json"
 
 // factsDelim ends multi-line values in the facts script's output. It is a
 // long fixed marker: files rack reads are not expected to contain it, and
@@ -109,6 +120,10 @@ fi
 for u in /etc/systemd/system/k3s.service /etc/systemd/system/k3s-agent.service /etc/init.d/k3s*; do
   if [ -e "$u" ]; then kv k3s_unit_path "$u"; blob k3s_unit "$u"; break; fi
 done
+[ -r ` + AppliedPath + ` ] && blob k3s_applied ` + AppliedPath + `
+for d in /usr/local/bin /etc/rancher/k3s /etc/systemd/system /etc/init.d /boot/firmware /boot /var/lib/rancher/k3s/agent/images; do
+  for f in "$d"/.*.rack-tmp-*; do [ -e "$f" ] && kv tmpfile "$f"; done
+done
 if [ -e /etc/rancher/k3s/config.yaml ]; then
   kv k3s_config_present 1
   if [ -r /etc/rancher/k3s/config.yaml ]; then blob k3s_config /etc/rancher/k3s/config.yaml; else kv k3s_config_unreadable 1; fi
@@ -120,7 +135,7 @@ kv end 1
 // as root (through sudo when the target uses it) so it can read k3s's
 // config.yaml.
 func (h *Host) Gather(ctx context.Context) (Facts, error) {
-	out, err := h.Output(ctx, factsScript, RunOptions{Privileged: true, Quiet: true})
+	out, err := h.Output(ctx, Sh(factsScript), RunOptions{Privileged: true, Quiet: true})
 	if err != nil {
 		return Facts{}, fmt.Errorf("gathering facts: %w", err)
 	}
@@ -134,6 +149,7 @@ func (h *Host) Gather(ctx context.Context) (Facts, error) {
 // ParseFacts turns the facts script's output into Facts.
 func ParseFacts(out []byte) (Facts, error) {
 	kv := map[string]string{}
+	multi := map[string][]string{} // keys printed once per value
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -156,6 +172,7 @@ func ParseFacts(out []byte) (Facts, error) {
 		}
 		if key, val, ok := strings.Cut(line, "="); ok {
 			kv[key] = val
+			multi[key] = append(multi[key], val)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -218,6 +235,8 @@ func ParseFacts(out []byte) (Facts, error) {
 	}
 	f.K3sUnitPath = kv["k3s_unit_path"]
 	f.K3sUnit = kv["k3s_unit"]
+	f.K3sApplied = kv["k3s_applied"]
+	f.TempFiles = multi["tmpfile"]
 	f.K3sConfigPresent = kv["k3s_config_present"] == "1"
 	f.K3sConfig = kv["k3s_config"]
 	if kv["k3s_config_unreadable"] == "1" {

@@ -98,7 +98,7 @@ func TestFanOutDeadHost(t *testing.T) {
 			if _, err := h.UploadReader(ctx, strings.NewReader(h.Target.Name), int64(len(h.Target.Name)), "/var/lib/rancher/done", FileOptions{Privileged: true}); err != nil {
 				return err
 			}
-			return h.Run(ctx, "echo marked", RunOptions{})
+			return h.Run(ctx, Sh("echo marked"), RunOptions{})
 		})
 	if len(results) != 8 {
 		t.Fatalf("%d results", len(results))
@@ -169,11 +169,11 @@ func TestFanOutSerialAndStop(t *testing.T) {
 		mu.Lock()
 		order = append(order, h.Target.Name)
 		mu.Unlock()
-		if err := h.Run(ctx, "sleep 0.2", RunOptions{}); err != nil {
+		if err := h.Run(ctx, Sh("sleep 0.2"), RunOptions{}); err != nil {
 			return err
 		}
 		if h.Target.Name == r.Hosts[1].Name {
-			return h.Run(ctx, "exit 4", RunOptions{})
+			return h.Run(ctx, Sh("exit 4"), RunOptions{})
 		}
 		return nil
 	}

@@ -360,6 +360,16 @@ func (h *Host) uploadOnce(ctx context.Context, src *Source, dst string, o FileOp
 	if n != src.size {
 		return gen, fmt.Errorf("writing %s: sent %d of %d bytes", tmp, n, src.size)
 	}
+	// On the disk before the rename makes it the file: otherwise a power cut
+	// can leave the new name pointing at nothing (fsync@openssh.com).
+	if err := f.Sync(); err != nil {
+		if !errors.Is(err, sftp.ErrSSHFxOpUnsupported) {
+			return gen, fmt.Errorf("fsync %s: %w", tmp, err)
+		}
+		if err := h.Run(ctx, Sh(`sync`), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
+			return gen, fmt.Errorf("sync after writing %s: %w", tmp, err)
+		}
+	}
 	if err := f.Close(); err != nil {
 		return gen, fmt.Errorf("closing %s: %w", tmp, err)
 	}
@@ -376,7 +386,7 @@ func (h *Host) uploadOnce(ctx context.Context, src *Source, dst string, o FileOp
 		return gen, fmt.Errorf("sha256 mismatch after upload: host has %s, sent %s (disk full or failing?)", st.sum, want)
 	}
 	if o.Owner != "" {
-		if err := h.Run(ctx, "chown "+shellQuote(o.Owner)+" -- "+shellQuote(tmp), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
+		if err := h.Run(ctx, chownCmd(o.Owner, tmp), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
 			return gen, fmt.Errorf("chown %s: %w", o.Owner, err)
 		}
 	}
@@ -385,6 +395,9 @@ func (h *Host) uploadOnce(ctx context.Context, src *Source, dst string, o FileOp
 	}
 	if err := c.PosixRename(tmp, dst); err != nil {
 		return gen, fmt.Errorf("renaming over %s: %w", dst, err)
+	}
+	if err := h.Run(ctx, syncDirCmd(dir), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
+		return gen, fmt.Errorf("syncing %s after the rename: %w", dir, err)
 	}
 	h.log.Debug("uploaded", "path", dst, "bytes", n, "prepare", opened.Sub(began), "transfer", sent.Sub(opened), "verify", time.Since(sent))
 	ok = true
@@ -398,6 +411,17 @@ type remoteFile struct {
 	mode              os.FileMode
 }
 
+// chownCmd sets a file's owner ("user" or "user:group").
+func chownCmd(owner, path string) Cmd { return Sh(`chown -- "$1" "$2"`, owner, path) }
+
+// statCmd hashes a file and reads its owner and mode.
+func statCmd(path string) Cmd { return Sh(`f=$1; `+statScript, path) }
+
+// syncDirCmd makes a rename in dir durable: an SD card or a vfat boot
+// partition loses an unsynced directory entry on power loss. sync with an
+// argument fsyncs just that (coreutils); busybox and old coreutils sync all.
+func syncDirCmd(dir string) Cmd { return Sh(`sync -- "$1" 2>/dev/null || sync`, dir) }
+
 // statScript hashes "$f" and reads its owner and mode in one round trip.
 // OpenSSL's sha256 uses the CPU's SHA instructions and is several times
 // faster than coreutils' on large files; systems without it fall back.
@@ -405,7 +429,7 @@ const statScript = `if command -v openssl >/dev/null 2>&1; then openssl dgst -sh
 
 // remoteStat hashes a remote file and reads its owner and mode.
 func (h *Host) remoteStat(ctx context.Context, p string, privileged bool) (remoteFile, error) {
-	out, err := h.Output(ctx, "f="+shellQuote(p)+"; "+statScript, RunOptions{Privileged: privileged, Quiet: true})
+	out, err := h.Output(ctx, statCmd(p), RunOptions{Privileged: privileged, Quiet: true})
 	if err != nil {
 		return remoteFile{}, fmt.Errorf("sha256 of %s: %w", p, err)
 	}
@@ -427,7 +451,7 @@ func (h *Host) startVerifier(ctx context.Context, privileged bool) *verifier {
 	v := &verifier{pw: pw, done: make(chan struct{})}
 	go func() {
 		defer close(v.done)
-		v.out, v.err = h.Output(ctx, "IFS= read -r f || exit 3; "+statScript, RunOptions{Privileged: privileged, Quiet: true, Stdin: pr})
+		v.out, v.err = h.Output(ctx, Sh("IFS= read -r f || exit 3; "+statScript), RunOptions{Privileged: privileged, Quiet: true, Stdin: pr})
 		pr.Close()
 	}()
 	return v
@@ -477,7 +501,7 @@ func (h *Host) fixAttrs(ctx context.Context, c *sftp.Client, p string, st remote
 	if o.Owner != "" {
 		user, group, hasGroup := strings.Cut(o.Owner, ":")
 		if st.owner != user || (hasGroup && st.group != group) {
-			if err := h.Run(ctx, "chown "+shellQuote(o.Owner)+" -- "+shellQuote(p), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
+			if err := h.Run(ctx, chownCmd(o.Owner, p), RunOptions{Privileged: o.Privileged, Quiet: true}); err != nil {
 				return fmt.Errorf("chown %s: %w", o.Owner, err)
 			}
 		}
@@ -644,6 +668,12 @@ func (s *sftpSession) close() {
 	}
 }
 
+// sftpServerCmd starts the first sftp-server found in its arguments.
+func sftpServerCmd() Cmd {
+	return Sh(`for p in "$@"; do if [ -x "$p" ]; then exec "$p"; fi; done
+echo "rack: no sftp-server found (tried $*)" >&2; exit 127`, sftpServers...)
+}
+
 // sftpServers are where distributions put OpenSSH's sftp-server.
 var sftpServers = []string{
 	"/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
@@ -724,14 +754,12 @@ func (h *Host) sudoSFTP(ctx context.Context, conn *connection, packet int) (*sft
 	}
 	stderr := &tailBuffer{max: 2048}
 	sess.Stderr = stderr
-	var probe strings.Builder
-	probe.WriteString("for p in")
-	for _, p := range sftpServers {
-		probe.WriteString(" " + p)
+	line, err := sftpServerCmd().Line()
+	if err != nil {
+		sess.Close()
+		return nil, err
 	}
-	probe.WriteString(`; do if [ -x "$p" ]; then exec "$p"; fi; done; echo "rack: no sftp-server found (tried` +
-		strings.Join(append([]string{""}, sftpServers...), " ") + `)" >&2; exit 127`)
-	if err := sess.Start(prefix + "sh -c " + shellQuote(probe.String())); err != nil {
+	if err := sess.Start(prefix + line); err != nil {
 		sess.Close()
 		return nil, err
 	}

@@ -31,7 +31,11 @@ type RunOptions struct {
 // as "name | line". A non-zero exit is an *ExitError. Cancelling ctx signals
 // and closes the session. Never put a secret in cmd: use WriteSecretFile or
 // Stdin.
-func (h *Host) Run(ctx context.Context, cmd string, o RunOptions) error {
+func (h *Host) Run(ctx context.Context, cmd Cmd, o RunOptions) error {
+	line, err := cmd.Line()
+	if err != nil {
+		return fmt.Errorf("%s: %q: %w", h.Target.Name, abbreviate(cmd.Script, 80), err)
+	}
 	prefix, secret, err := h.sudoFor(ctx, o.Privileged)
 	if err != nil {
 		return err
@@ -58,16 +62,16 @@ func (h *Host) Run(ctx context.Context, cmd string, o RunOptions) error {
 		outLines = &lineWriter{emit: emit}
 		stdout = outLines
 	}
-	err = h.exec(ctx, prefix+"sh -c "+shellQuote(cmd), stdin, stdout, stderr)
+	err = h.exec(ctx, prefix+line, stdin, stdout, stderr)
 	stderr.flush()
 	if outLines != nil {
 		outLines.flush()
 	}
-	return h.commandError(cmd, err, tail.String())
+	return h.commandError(cmd.Script, err, tail.String())
 }
 
 // Output runs cmd and returns its stdout.
-func (h *Host) Output(ctx context.Context, cmd string, o RunOptions) ([]byte, error) {
+func (h *Host) Output(ctx context.Context, cmd Cmd, o RunOptions) ([]byte, error) {
 	var buf bytes.Buffer
 	o.Stdout = &buf
 	err := h.Run(ctx, cmd, o)
@@ -200,11 +204,6 @@ func (h *Host) probeSudo(ctx context.Context) (*sudoMode, error) {
 		return nil, fmt.Errorf("%s: probing sudo: %w", h.Target.Name, err)
 	}
 	return nil, &SudoError{Node: h.Target.Name, Dest: dest, Reason: "sudo rejected the password from " + EnvSudoPassword}
-}
-
-// shellQuote quotes s for POSIX sh.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // lineWriter splits a stream into lines for emit; tee sees the raw bytes.

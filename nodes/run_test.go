@@ -17,7 +17,7 @@ func TestRunStreamsAndFails(t *testing.T) {
 	h := mustConnect(t, ctx, targetFor(r, r.Hosts[0], testrack.SudoUser), o)
 	name := r.Hosts[0].Name
 
-	err := h.Run(ctx, "echo one; echo two >&2; printf 'no newline'", RunOptions{})
+	err := h.Run(ctx, Sh("echo one; echo two >&2; printf 'no newline'"), RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestRunStreamsAndFails(t *testing.T) {
 		}
 	}
 
-	err = h.Run(ctx, "echo working; echo 'disk on fire' >&2; exit 3", RunOptions{Quiet: true})
+	err = h.Run(ctx, Sh("echo working; echo 'disk on fire' >&2; exit 3"), RunOptions{Quiet: true})
 	var ee *ExitError
 	if !errors.As(err, &ee) || ee.Status != 3 || ee.Node != name || !strings.Contains(ee.StderrTail, "disk on fire") || IsTransient(err) {
 		t.Fatalf("want ExitError status 3, got %#v", err)
@@ -37,11 +37,11 @@ func TestRunStreamsAndFails(t *testing.T) {
 		t.Errorf("message: %v", err)
 	}
 
-	b, err := h.Output(ctx, "printf 'a\\nb'", RunOptions{})
+	b, err := h.Output(ctx, Sh("printf 'a\\nb'"), RunOptions{})
 	if err != nil || string(b) != "a\nb" {
 		t.Errorf("Output = %q, %v", b, err)
 	}
-	b, err = h.Output(ctx, "cat", RunOptions{Stdin: strings.NewReader("from stdin")})
+	b, err = h.Output(ctx, Sh("cat"), RunOptions{Stdin: strings.NewReader("from stdin")})
 	if err != nil || string(b) != "from stdin" {
 		t.Errorf("stdin: %q, %v", b, err)
 	}
@@ -56,7 +56,7 @@ func TestRunCancelClosesSession(t *testing.T) {
 	for _, privileged := range []bool{false, true} {
 		cctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
-		go func() { errc <- h.Run(cctx, cmd, RunOptions{Privileged: privileged}) }()
+		go func() { errc <- h.Run(cctx, Sh(cmd), RunOptions{Privileged: privileged}) }()
 		waitFor(t, "the remote sleep to start", func() bool { return countProcs(cmd) > 0 })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -65,7 +65,7 @@ func TestRunCancelClosesSession(t *testing.T) {
 		waitFor(t, "the remote sleep to end", func() bool { return countProcs(cmd) == 0 })
 	}
 	// The connection stays usable.
-	if err := h.Run(ctx, "true", RunOptions{}); err != nil {
+	if err := h.Run(ctx, Sh("true"), RunOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -104,7 +104,7 @@ func TestSudo(t *testing.T) {
 		h := mustConnect(t, ctx, targetFor(r, host, testrack.PasswordSudoUser), o)
 		scan := scanArgv(r.SudoPassword)
 		// The sleep keeps sudo alive while the scanner looks.
-		out, err := h.Output(ctx, "sleep 1; id -u", RunOptions{Privileged: true})
+		out, err := h.Output(ctx, Sh("sleep 1; id -u"), RunOptions{Privileged: true})
 		up, err2 := h.UploadReader(ctx, strings.NewReader("#!/bin/sh\necho hi\n"), 18, "/usr/local/bin/hi", FileOptions{Privileged: true, Mode: 0o755})
 		scans, hits := scan.finish()
 		if err != nil || string(out) != "0\n" {
@@ -122,14 +122,14 @@ func TestSudo(t *testing.T) {
 		if out, _ := host.Exec(ctx, "stat -c '%U %a' /usr/local/bin/hi"); string(out) != "root 755\n" {
 			t.Errorf("uploaded through password sudo: %q", out)
 		}
-		if out, err := h.Output(ctx, "id -u", RunOptions{}); err != nil || string(out) != "1002\n" {
+		if out, err := h.Output(ctx, Sh("id -u"), RunOptions{}); err != nil || string(out) != "1002\n" {
 			t.Errorf("unprivileged id -u = %q, %v", out, err)
 		}
 	})
 	t.Run("password needed but not set", func(t *testing.T) {
 		o, _, _ := testOptions(env{})
 		h := mustConnect(t, ctx, targetFor(r, host, testrack.PasswordSudoUser), o)
-		err := h.Run(ctx, "touch /root/should-not-exist", RunOptions{Privileged: true})
+		err := h.Run(ctx, Sh("touch /root/should-not-exist"), RunOptions{Privileged: true})
 		var se *SudoError
 		if !errors.As(err, &se) || !strings.Contains(err.Error(), "sudo needs a password: set RACK_SUDO_PASSWORD") {
 			t.Fatalf("want SudoError, got %v", err)
@@ -151,10 +151,10 @@ func TestSudo(t *testing.T) {
 
 func assertIDs(t *testing.T, ctx context.Context, h *Host, unprivileged string) {
 	t.Helper()
-	if out, err := h.Output(ctx, "id -u", RunOptions{Privileged: true}); err != nil || string(out) != "0\n" {
+	if out, err := h.Output(ctx, Sh("id -u"), RunOptions{Privileged: true}); err != nil || string(out) != "0\n" {
 		t.Errorf("privileged id -u = %q, %v", out, err)
 	}
-	if out, err := h.Output(ctx, "id -u", RunOptions{}); err != nil || string(out) != unprivileged {
+	if out, err := h.Output(ctx, Sh("id -u"), RunOptions{}); err != nil || string(out) != unprivileged {
 		t.Errorf("unprivileged id -u = %q, %v (want %q)", out, err, unprivileged)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
+	"github.com/homelab/rack/nodes/kube"
 	"github.com/homelab/rack/stacks"
 )
 
@@ -182,7 +183,7 @@ are installed (skipped with --nodes-only).`,
 			if nodesOnly {
 				return nil
 			}
-			so.Kubeconfig = k3s.StateKubeconfig(inv)
+			so.Kubeconfig = inv.State().Kubeconfig()
 			res, err := stacks.Up(ctx, inv, so)
 			if err != nil {
 				return fail(err)
@@ -249,7 +250,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
-			st, err := k3s.ReadStatus(ctx, inv, kubeconfig)
+			st, err := readStatus(ctx, inv, kubeconfig)
 			if err != nil {
 				return fail(err)
 			}
@@ -269,4 +270,22 @@ func newStatusCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig holding a context named after the cluster (default: the one rack up keeps in .rack/<cluster>/)")
 	return cmd
+}
+
+// readStatus reads the Nodes through rack's own kubeconfig
+// (.rack/<cluster>/kubeconfig), or the context named after the cluster in
+// the file --kubeconfig names.
+func readStatus(ctx context.Context, inv *inventory.Inventory, kubeconfig string) (*kube.Status, error) {
+	if kubeconfig == "" {
+		kubeconfig = inv.State().Kubeconfig()
+	}
+	kc, err := kube.LoadContext(kubeconfig, inv.Cluster.Name)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kc.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	return kube.ReadStatus(ctx, cs, inv)
 }

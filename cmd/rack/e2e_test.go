@@ -43,7 +43,8 @@ func TestCLIUpPlanStatus(t *testing.T) {
 		Cluster string
 		Nodes   []struct {
 			Node, Role, Arch, Action string
-			Reasons, Steps           []string
+			Reasons                  []string
+			Steps                    []struct{ Name, Why string }
 		}
 	}
 	if err := json.Unmarshal([]byte(out), &plan); err != nil || plan.Cluster != "cli" || len(plan.Nodes) != 2 {
@@ -54,12 +55,28 @@ func TestCLIUpPlanStatus(t *testing.T) {
 			t.Errorf("plan for %s: %+v", n.Node, n)
 		}
 	}
-	if plan.Nodes[0].Arch != "arm64" || !strings.Contains(strings.Join(plan.Nodes[0].Steps, ","), "reboot") {
+	var steps []string
+	for _, s := range plan.Nodes[0].Steps {
+		steps = append(steps, s.Name)
+		if s.Why == "" {
+			t.Errorf("step %q of %s has no reason", s.Name, plan.Nodes[0].Node)
+		}
+	}
+	if plan.Nodes[0].Arch != "arm64" || !strings.Contains(strings.Join(steps, ","), "reboot") {
 		t.Errorf("the Pi server's plan: %+v", plan.Nodes[0])
 	}
-	// plan changed nothing.
+	// plan changed nothing: not on the nodes, and not here (no token
+	// written, no binary fetched into the cache).
 	if ok, _ := lab.Host("srv").FileExists("/usr/local/bin/k3s"); ok {
 		t.Fatal("rack plan installed k3s")
+	}
+	for _, p := range []string{filepath.Join(lab.Dir, ".rack"), filepath.Join(lab.Dir, "cache")} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("rack plan wrote %s", p)
+		}
+	}
+	if !strings.Contains(out, "generate the cluster token") {
+		t.Errorf("the plan does not say it will generate the token:\n%s", out)
 	}
 
 	out1, err1, code := rack(t, env, append(inv, "up", "--nodes-only", "--yes")...)

@@ -12,15 +12,59 @@ const AptGetPath = "/usr/local/bin/apt-get"
 // root file system and have no network, so a real install would change the
 // machine for every host (open-iscsi even pulls in systemd). It knows the
 // packages rack installs and puts their commands, and the iscsid unit, into
-// the host's private /usr/local/bin and /etc/systemd/system; anything else
-// fails as an unknown package does.
+// the host's private /usr/local/bin and /etc/systemd/system.
+//
+// It is as strict as apt where rack depends on apt's behaviour:
+//   - like a freshly flashed Raspberry Pi OS image, the host starts with no
+//     package lists: install fails with "Unable to locate package" until
+//     `apt-get update` has run;
+//   - the dpkg lock (which unattended-upgrades holds on a fresh Pi) is
+//     honoured: without -o DPkg::Lock::Timeout=N install fails at once, as
+//     apt does; with it, apt-get waits up to N seconds, saying so on stderr.
+//     HoldDpkgLock takes the lock the way unattended-upgrades would.
+//
+// Its state lives in AptStateDir, private to the host.
 const aptGet = `#!/bin/sh
 set -e
-[ "$1" = install ] || { echo "E: test-host apt-get only installs" >&2; exit 100; }
-shift
+state=` + AptStateDir + `
+mkdir -p "$state"
+lockwait=
+while [ $# -gt 0 ]; do
+	case "$1" in
+	-o) shift; case "$1" in DPkg::Lock::Timeout=*) lockwait=${1#*=} ;; esac ;;
+	-o*) case "${1#-o}" in DPkg::Lock::Timeout=*) lockwait=${1#*=} ;; esac ;;
+	-q|-qq|-y|--yes|--no-install-recommends) ;;
+	update|install) break ;;
+	*) echo "E: test-host apt-get: unsupported option $1" >&2; exit 100 ;;
+	esac
+	shift
+done
+verb=$1; shift
+exec 9>"$state/lock-frontend"
+if ! flock -n 9; then
+	holder=$(cat "$state/lock-holder" 2>/dev/null || echo "unknown")
+	[ -n "$lockwait" ] || { echo "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process $holder" >&2; exit 100; }
+	waited=0
+	until flock -n 9; do
+		[ "$waited" -lt "$lockwait" ] || { echo "E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process $holder" >&2; exit 100; }
+		echo "Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process $holder... ${waited}s" >&2
+		sleep 1; waited=$((waited+1))
+	done
+fi
+case "$verb" in
+update)
+	touch "$state/lists"
+	echo "Reading package lists... Done (test host)"
+	exit 0 ;;
+install) ;;
+*) echo "E: test-host apt-get only updates and installs" >&2; exit 100 ;;
+esac
 for p in "$@"; do
 	case "$p" in
-	-*) ;;
+	-*) continue ;;
+	esac
+	[ -e "$state/lists" ] || { echo "E: Unable to locate package $p" >&2; exit 100; }
+	case "$p" in
 	open-iscsi)
 		printf '#!/bin/sh\necho "iscsiadm (test host)"\n' > /usr/local/bin/iscsiadm
 		printf '[Unit]\nDescription=iSCSI initiator daemon (test host)\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n' > /etc/systemd/system/iscsid.service
@@ -34,6 +78,17 @@ for p in "$@"; do
 	esac
 done
 `
+
+// AptStateDir holds the apt stand-in's package lists marker and dpkg lock.
+const AptStateDir = "/etc/rancher/.fake/apt"
+
+// HoldDpkgLockCmd is a shell command that takes the stand-in's dpkg lock for
+// secs seconds in the background, as unattended-upgrades does on a freshly
+// flashed Pi, recording pid as its holder.
+func HoldDpkgLockCmd(secs int) string {
+	return fmt.Sprintf(`mkdir -p %[1]s && (echo "$$ (unattended-upgr)" > %[1]s/lock-holder; exec flock %[1]s/lock-frontend sleep %[2]d) >/dev/null 2>&1 &
+for i in 1 2 3 4 5 6 7 8 9 10; do flock -n %[1]s/lock-frontend true 2>/dev/null || exit 0; sleep 0.1; done; echo "lock not taken" >&2; exit 1`, AptStateDir, secs)
+}
 
 // InstallAptGet puts the apt-get stand-in on a test host.
 func InstallAptGet(ctx context.Context, h Host) error {

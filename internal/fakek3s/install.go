@@ -134,11 +134,12 @@ func WriteControlPlane(h Host, c *testcluster.Cluster) error {
 // ControlPlaneOf describes a test cluster for the fake k3s.
 func ControlPlaneOf(c *testcluster.Cluster) *cpfile.ControlPlane {
 	return &cpfile.ControlPlane{
-		URL:     c.URL,
-		CAPEM:   string(c.CAPEM),
-		CertPEM: string(c.AdminCertPEM),
-		KeyPEM:  string(c.AdminKeyPEM),
-		EtcdURL: c.EtcdURL,
+		URL:      c.URL,
+		CAPEM:    string(c.CAPEM),
+		CAKeyPEM: string(c.CAKeyPEM),
+		CertPEM:  string(c.AdminCertPEM),
+		KeyPEM:   string(c.AdminKeyPEM),
+		EtcdURL:  c.EtcdURL,
 	}
 }
 

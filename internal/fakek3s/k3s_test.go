@@ -238,7 +238,10 @@ node-taint:
 		}
 	})
 
-	t.Run("restart applies config changes", func(t *testing.T) {
+	// Like k3s (and its kubelet), node-label and node-taint take effect only
+	// when the Node is first registered: a restart with changed values leaves
+	// the Node's labels and taints as they were.
+	t.Run("restart does not apply label or taint changes", func(t *testing.T) {
 		mustExec(t, server, `sed -i 's#rack.example/shelf=1#rack.example/shelf=7#' /etc/rancher/k3s/config.yaml &&
 printf 'node-taint:\n  - maintenance=true:PreferNoSchedule\n' >> /etc/rancher/k3s/config.yaml &&
 systemctl restart k3s`)
@@ -246,14 +249,26 @@ systemctl restart k3s`)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n.Labels["rack.example/shelf"] != "7" {
-			t.Errorf("label after restart: %q", n.Labels["rack.example/shelf"])
+		if n.Labels["rack.example/shelf"] != "1" {
+			t.Errorf("label after restart: %q, want the registered 1", n.Labels["rack.example/shelf"])
 		}
-		if !hasTaint(n, "maintenance", "true", corev1.TaintEffectPreferNoSchedule) {
-			t.Errorf("taints after restart: %v", n.Spec.Taints)
+		if hasTaint(n, "maintenance", "true", corev1.TaintEffectPreferNoSchedule) {
+			t.Errorf("taints after restart: %v: a registered Node keeps its taints", n.Spec.Taints)
 		}
 		if got, _ := Starts(ctx, server, "k3s"); got != 2 {
 			t.Errorf("k3s starts: %d, want 2", got)
+		}
+	})
+
+	// The kubelet refuses to start with a label it may not set on itself
+	// (NodeRestriction's set), and k3s with it.
+	t.Run("restricted node label stops the agent", func(t *testing.T) {
+		out, err := agent.Exec(ctx, `k3s agent --server https://127.0.0.1:1 --token x --node-name probe --node-label node-role.kubernetes.io/worker=true 2>&1; echo "exit $?"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: [node-role.kubernetes.io/worker]") || !strings.Contains(string(out), "exit 1") {
+			t.Errorf("k3s agent with node-role.kubernetes.io/worker: %s", out)
 		}
 	})
 

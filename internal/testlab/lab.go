@@ -7,6 +7,7 @@ package testlab
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/homelab/rack/internal/testenv"
 
 	"github.com/homelab/rack/internal/fakek3s"
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
@@ -71,10 +74,7 @@ type Lab struct {
 func New(t testing.TB, spec Spec) *Lab {
 	t.Helper()
 	if err := testrack.Supported(); err != nil {
-		if os.Getenv("RACK_TEST_REQUIRE_ROOT") == "1" {
-			t.Fatalf("test lab: %v", err)
-		}
-		t.Skipf("test lab needs root and OpenSSH: %v", err)
+		testenv.SkipOrFail(t, "test lab needs root and OpenSSH: %v", err)
 	}
 	if spec.Dir == "" {
 		spec.Dir = t.TempDir()
@@ -180,8 +180,15 @@ func (l *Lab) AddVersion(ctx context.Context, version string) error {
 	if err := os.MkdirAll(l.Airgap, 0o755); err != nil {
 		return err
 	}
-	for _, name := range []string{"k3s", "k3s-arm64", "k3s-armhf"} {
+	// The release's files, checksum files included: rack refuses an airgap
+	// binary it cannot verify.
+	sum := sha256.Sum256(data)
+	for arch, name := range map[string]string{"amd64": "k3s", "arm64": "k3s-arm64", "arm": "k3s-armhf"} {
 		if err := os.WriteFile(filepath.Join(l.Airgap, name), data, 0o755); err != nil {
+			return err
+		}
+		sums := fmt.Sprintf("%x  %s\n", sum, name)
+		if err := os.WriteFile(filepath.Join(l.Airgap, "sha256sum-"+arch+".txt"), []byte(sums), 0o644); err != nil {
 			return err
 		}
 	}

@@ -63,29 +63,44 @@ func assetName(arch string) (string, error) {
 	return "", fmt.Errorf("k3s publishes no binary for arch %q (amd64, arm64, arm)", arch)
 }
 
-// Binary returns the verified k3s binary for version and arch.
+// Binary returns the verified k3s binary for version and arch, downloading
+// it into the cache when it is not there.
 func (b Binaries) Binary(ctx context.Context, version, arch string) (Artifact, error) {
 	asset, err := assetName(arch)
 	if err != nil {
 		return Artifact{}, err
 	}
 	if b.Airgap != "" {
-		// Upstream's file names, flat or in one folder per arch.
-		for _, p := range []string{filepath.Join(b.Airgap, asset), filepath.Join(b.Airgap, arch, "k3s")} {
-			if _, err := os.Stat(p); err == nil {
-				return b.verifyAirgap(p, asset)
-			}
-		}
-		return Artifact{}, fmt.Errorf("airgap folder %s has no k3s binary for %s: put the release asset %s there (or %s/k3s)", b.Airgap, arch, asset, arch)
+		return b.airgapBinary(asset, arch)
 	}
 	dir := filepath.Join(b.CacheDir, version, arch)
-	cached := filepath.Join(dir, "k3s")
-	if a, err := verifyCached(cached); err == nil {
+	if a, err := verifyCached(filepath.Join(dir, "k3s")); err == nil {
 		return a, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return Artifact{}, err
 	}
 	return b.download(ctx, version, arch, asset, dir)
+}
+
+// Checksum is the sha256 the binary for version and arch has, for planning:
+// it reads the airgap folder or the cache, or else only the release's small
+// checksum file. It never downloads the binary and never writes anything.
+func (b Binaries) Checksum(ctx context.Context, version, arch string) (sum string, cached bool, err error) {
+	asset, err := assetName(arch)
+	if err != nil {
+		return "", false, err
+	}
+	if b.Airgap != "" {
+		a, err := b.airgapBinary(asset, arch)
+		return a.SHA256, true, err
+	}
+	if a, err := verifyCached(filepath.Join(b.CacheDir, version, arch, "k3s")); err == nil {
+		return a.SHA256, true, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", false, err
+	}
+	sum, err = b.releaseSum(ctx, version, arch, asset)
+	return sum, false, err
 }
 
 // AirgapImages lists the image tarballs for arch in the airgap folder.
@@ -110,24 +125,47 @@ func (b Binaries) AirgapImages(arch string) ([]string, error) {
 	return out, nil
 }
 
-// verifyAirgap checks a binary in the airgap folder against the release
-// checksum file beside it (sha256sum-<arch>.txt) when there is one.
-func (b Binaries) verifyAirgap(path, asset string) (Artifact, error) {
-	a, err := hashFile(path)
+// airgapBinary finds the binary in the airgap folder (upstream's file names,
+// flat or in one folder per arch) and checks it against the release's
+// checksum file beside it, which must be there: an unverifiable binary is
+// never installed.
+func (b Binaries) airgapBinary(asset, arch string) (Artifact, error) {
+	var bin string
+	for _, p := range []string{filepath.Join(b.Airgap, asset), filepath.Join(b.Airgap, arch, "k3s")} {
+		if _, err := os.Stat(p); err == nil {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		return Artifact{}, fmt.Errorf("airgap folder %s has no k3s binary for %s: put the release asset %s there (or %s/k3s)", b.Airgap, arch, asset, arch)
+	}
+	sumsName := "sha256sum-" + arch + ".txt"
+	var sums string
+	for _, p := range []string{filepath.Join(filepath.Dir(bin), sumsName), filepath.Join(b.Airgap, sumsName)} {
+		if _, err := os.Stat(p); err == nil {
+			sums = p
+			break
+		}
+	}
+	if sums == "" {
+		return Artifact{}, fmt.Errorf("airgap folder %s has %s but not the release's %s, so rack cannot verify it: download %s from the same k3s release and put it beside the binary", b.Airgap, bin, sumsName, sumsName)
+	}
+	f, err := os.Open(sums)
 	if err != nil {
 		return Artifact{}, err
 	}
-	sums, _ := filepath.Glob(filepath.Join(b.Airgap, "sha256sum-*.txt"))
-	for _, s := range sums {
-		f, err := os.Open(s)
-		if err != nil {
-			continue
-		}
-		want, found, err := findSum(f, asset)
-		f.Close()
-		if err == nil && found && want != a.SHA256 {
-			return Artifact{}, fmt.Errorf("%s: sha256 %s does not match %s (%s): the file is damaged or not that release", path, a.SHA256, want, s)
-		}
+	want, found, err := findSum(f, asset)
+	f.Close()
+	if err != nil || !found {
+		return Artifact{}, fmt.Errorf("%s lists no %s: is it the checksum file of the same release as %s?", sums, asset, bin)
+	}
+	a, err := hashFile(bin)
+	if err != nil {
+		return Artifact{}, err
+	}
+	if want != a.SHA256 {
+		return Artifact{}, fmt.Errorf("%s: sha256 %s does not match %s (%s): the file is damaged or not that release", bin, a.SHA256, want, sums)
 	}
 	return a, nil
 }
@@ -149,7 +187,7 @@ func verifyCached(path string) (Artifact, error) {
 	return a, nil
 }
 
-func (b Binaries) download(ctx context.Context, version, arch, asset, dir string) (Artifact, error) {
+func (b Binaries) releaseURL(version string) (string, *http.Client) {
 	base := b.ReleaseURL
 	if base == "" {
 		base = DefaultReleaseURL
@@ -158,16 +196,31 @@ func (b Binaries) download(ctx context.Context, version, arch, asset, dir string
 	if client == nil {
 		client = http.DefaultClient
 	}
-	release := base + "/" + url.PathEscape(version) + "/"
+	return base + "/" + url.PathEscape(version) + "/", client
+}
+
+// releaseSum reads the binary's sha256 from the release's checksum file.
+func (b Binaries) releaseSum(ctx context.Context, version, arch, asset string) (string, error) {
+	release, client := b.releaseURL(version)
 	sumsBody, err := fetch(ctx, client, release+"sha256sum-"+arch+".txt")
 	if err != nil {
-		return Artifact{}, fmt.Errorf("k3s %s for %s is not cached in %s and could not be downloaded: %w (offline? set cluster.k3s.airgap to a folder holding %s)", version, arch, dir, err, asset)
+		return "", fmt.Errorf("k3s %s for %s is not cached in %s and its checksums could not be downloaded: %w (offline? set cluster.k3s.airgap to a folder holding %s and sha256sum-%s.txt)",
+			version, arch, filepath.Join(b.CacheDir, version, arch), err, asset, arch)
 	}
 	defer sumsBody.Close()
 	want, found, err := findSum(sumsBody, asset)
 	if err != nil || !found {
-		return Artifact{}, fmt.Errorf("the checksum file of k3s %s lists no %s: is %s a k3s release?", version, asset, version)
+		return "", fmt.Errorf("the checksum file of k3s %s lists no %s: is %s a k3s release?", version, asset, version)
 	}
+	return want, nil
+}
+
+func (b Binaries) download(ctx context.Context, version, arch, asset, dir string) (Artifact, error) {
+	want, err := b.releaseSum(ctx, version, arch, asset)
+	if err != nil {
+		return Artifact{}, err
+	}
+	release, client := b.releaseURL(version)
 	body, err := fetch(ctx, client, release+asset)
 	if err != nil {
 		return Artifact{}, fmt.Errorf("download k3s %s (%s): %w", version, asset, err)

@@ -117,6 +117,11 @@ func TestAirgapFolder(t *testing.T) {
 	if err != nil || a.SHA256 != hexSum(bin) {
 		t.Fatalf("amd64: %+v %v", a, err)
 	}
+	// A binary without the release's checksum file is refused, not trusted.
+	if _, err := b.Binary(context.Background(), "v1.33.5+k3s1", "arm64"); err == nil || !strings.Contains(err.Error(), "sha256sum-arm64.txt") {
+		t.Fatalf("arm64 without its checksum file: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "arm64", "sha256sum-arm64.txt"), []byte(hexSum([]byte("k3s arm64"))+"  k3s-arm64\n"), 0o644)
 	if a, err := b.Binary(context.Background(), "v1.33.5+k3s1", "arm64"); err != nil || a.Path != filepath.Join(dir, "arm64", "k3s") {
 		t.Fatalf("arm64 per-arch folder: %+v %v", a, err)
 	}
@@ -130,5 +135,24 @@ func TestAirgapFolder(t *testing.T) {
 	}
 	if _, err := b.Binary(context.Background(), "v1.33.5+k3s1", "arm"); err == nil || !strings.Contains(err.Error(), "k3s-armhf") {
 		t.Fatalf("missing arch: %v", err)
+	}
+}
+
+// Planning needs the binary's checksum only: the release's small checksum
+// file is read, the binary is not downloaded, and nothing is written.
+func TestChecksumDownloadsNothing(t *testing.T) {
+	bin := []byte("#!/bin/sh\necho k3s amd64\n")
+	srv, hits := release(t, map[string][]byte{"k3s": bin}, map[string]string{"sha256sum-amd64.txt": hexSum(bin) + "  k3s\n"})
+	cache := t.TempDir()
+	b := Binaries{CacheDir: cache, ReleaseURL: srv.URL}
+	sum, cached, err := b.Checksum(context.Background(), "v1.33.5+k3s1", "amd64")
+	if err != nil || sum != hexSum(bin) || cached {
+		t.Fatalf("checksum %q cached=%v %v", sum, cached, err)
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("%d requests, want 1 (the checksum file only)", hits.Load())
+	}
+	if ents, _ := os.ReadDir(cache); len(ents) != 0 {
+		t.Fatalf("planning wrote into the cache: %v", ents)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
+	"github.com/homelab/rack/nodes/kube"
 )
 
 // up runs what `rack up --nodes-only --yes` runs, against the lab.
@@ -112,8 +113,8 @@ func TestUpOneServerTwoAgents(t *testing.T) {
 	got := nodeList(t, lab)
 	for _, name := range []string{"pinemaster", "potato-7", "pinecone"} {
 		n, ok := got[name]
-		if !ok || !k3s.NodeReady(&n) || n.Status.NodeInfo.KubeletVersion != fakek3s.DefaultVersion {
-			t.Fatalf("node %s: registered=%v ready=%v version=%s", name, ok, k3s.NodeReady(&n), n.Status.NodeInfo.KubeletVersion)
+		if !ok || !kube.NodeReady(&n) || n.Status.NodeInfo.KubeletVersion != fakek3s.DefaultVersion {
+			t.Fatalf("node %s: registered=%v ready=%v version=%s", name, ok, kube.NodeReady(&n), n.Status.NodeInfo.KubeletVersion)
 		}
 	}
 	if got["pinemaster"].Labels["topology.kubernetes.io/zone"] != "shelf-1" || got["pinemaster"].Labels["kubernetes.io/arch"] != "arm64" {
@@ -172,8 +173,12 @@ func TestUpOneServerTwoAgents(t *testing.T) {
 		t.Errorf("pinemaster rebooted again on the re-run (%d boots)", boots)
 	}
 
-	// One node's labels change: only it is reconfigured and restarted.
-	lab.Spec.Nodes[1].Labels = map[string]string{"disk": "ssd"}
+	// One node's labels change: only it is reconfigured, and nothing
+	// restarts: k3s would not apply node-label to a registered Node anyway,
+	// so rack sets labels through the API. node-role.kubernetes.io/worker is
+	// one a kubelet may not set on itself (NodeRestriction): it must never
+	// reach k3s' config, or the agent would not start.
+	lab.Spec.Nodes[1].Labels = map[string]string{"disk": "ssd", "node-role.kubernetes.io/worker": "true"}
 	if err := lab.WriteInventory(""); err != nil {
 		t.Fatal(err)
 	}
@@ -184,14 +189,33 @@ func TestUpOneServerTwoAgents(t *testing.T) {
 	if a := actions(plan); a["potato-7"] != k3s.ActionReconfigure || a["pinemaster"] != k3s.ActionNothing || a["pinecone"] != k3s.ActionNothing {
 		t.Fatalf("label change plan %v", a)
 	}
-	if n := starts(t, lab, "potato-7", "k3s-agent"); n != before["potato-7"]+1 {
-		t.Errorf("potato-7 starts %d, want %d", n, before["potato-7"]+1)
+	for node, unit := range map[string]string{"pinemaster": "k3s", "potato-7": "k3s-agent", "pinecone": "k3s-agent"} {
+		if n := starts(t, lab, node, unit); n != before[node] {
+			t.Errorf("%s restarted by a label change (%d → %d starts)", node, before[node], n)
+		}
 	}
-	if n := starts(t, lab, "pinemaster", "k3s"); n != before["pinemaster"] {
-		t.Errorf("pinemaster restarted by another node's label change")
+	got = nodeList(t, lab)
+	if l := got["potato-7"].Labels; l["disk"] != "ssd" || l["node-role.kubernetes.io/worker"] != "true" {
+		t.Errorf("labels not applied: %v", l)
 	}
-	if got := nodeList(t, lab)["potato-7"].Labels["disk"]; got != "ssd" {
-		t.Errorf("new label not applied: %q", got)
+	if cfg, _ := lab.Host("potato-7").ReadFile(k3s.ConfigPath); strings.Contains(string(cfg), "node-role.kubernetes.io/worker") {
+		t.Errorf("a label the kubelet may not set reached k3s' config:\n%s", cfg)
+	}
+	// Removed from the inventory: removed from the Node; labels k3s set stay.
+	lab.Spec.Nodes[1].Labels = nil
+	if err := lab.WriteInventory(""); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err = up(t, lab); err != nil {
+		t.Fatalf("label removal: %v", err)
+	}
+	got = nodeList(t, lab)
+	if l := got["potato-7"].Labels; l["disk"] != "" || l["node-role.kubernetes.io/worker"] != "" || l["kubernetes.io/arch"] != "amd64" {
+		t.Errorf("after removing the labels from the inventory: %v", l)
+	}
+	plan, _, err = up(t, lab)
+	if err != nil || plan.Changes() != 0 {
+		t.Fatalf("after the label changes the rack is not converged: %v %v", actions(plan), err)
 	}
 }
 
@@ -210,7 +234,7 @@ func TestUpHAEmbeddedEtcd(t *testing.T) {
 		t.Fatalf("%d nodes registered, want 5", len(got))
 	}
 	for name, n := range got {
-		if !k3s.NodeReady(&n) || n.Status.NodeInfo.KubeletVersion != fakek3s.DefaultVersion {
+		if !kube.NodeReady(&n) || n.Status.NodeInfo.KubeletVersion != fakek3s.DefaultVersion {
 			t.Errorf("%s not Ready at %s", name, fakek3s.DefaultVersion)
 		}
 	}
@@ -268,7 +292,7 @@ func TestUpOneHostDown(t *testing.T) {
 	}
 	got := nodeList(t, lab)
 	for _, name := range []string{"s", "a1"} {
-		if n, ok := got[name]; !ok || !k3s.NodeReady(&n) {
+		if n, ok := got[name]; !ok || !kube.NodeReady(&n) {
 			t.Errorf("%s not Ready although only a2 was down", name)
 		}
 	}

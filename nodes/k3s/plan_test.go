@@ -1,11 +1,16 @@
 package k3s
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
+	"github.com/homelab/rack/nodes/kube"
 )
 
 func testInventory(t *testing.T, text string) *inventory.Inventory {
@@ -129,65 +134,109 @@ func TestPlanNode(t *testing.T) {
 	s1, _ := inv.Node("s1")
 	a1, _ := inv.Node("a1")
 	unit, _ := ServiceUnit(s1, InitSystemd)
+	agentUnit, _ := ServiceUnit(a1, InitSystemd)
 	cfg, _ := Config(inv, s1, "T")
 	s1.Arch = "arm64"
-	desired := Desired{Node: s1, Version: "v1.33.5+k3s1", Arch: "arm64", Binary: Artifact{SHA256: "abc"}, Config: cfg, Unit: unit}
+	desired := Desired{Node: s1, Version: "v1.33.5+k3s1", Arch: "arm64", BinarySHA256: "abc", Config: cfg, Unit: unit, FirstServer: true}
+	record := string(appliedFor(desired).json())
 	converged := nodes.Facts{Arch: "arm64", ArchKnown: true, Machine: "aarch64", Init: InitSystemd, K3sInstalled: true, K3sVersion: "v1.33.5+k3s1",
-		K3sSHA256: "abc", K3sUnitPath: unit.Path, K3sUnit: string(unit.Content), K3sConfigPresent: true, K3sConfig: string(cfg)}
+		K3sSHA256: "abc", K3sUnitPath: unit.Path, K3sUnit: string(unit.Content), K3sConfigPresent: true, K3sConfig: string(cfg),
+		K3sApplied: record, CgroupVersion: 1, MemoryCgroup: true}
+	// The Node as rack left it: its labels, its taint, and the record of both.
+	node := func(zone string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "s1",
+			Labels:      map[string]string{"zone": zone, "rack": "1", "kubernetes.io/arch": "arm64"},
+			Annotations: map[string]string{kube.AnnotationLabels: "rack,zone", kube.AnnotationTaints: "dedicated=cp:NoSchedule"}},
+			Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "dedicated", Value: "cp", Effect: "NoSchedule"}}}}
+	}
 	obs := func(f nodes.Facts) Observed {
-		return Observed{Facts: f, Active: true, EnvSHA256: sha256Hex(unit.Env)}
+		return Observed{Facts: f, Active: true, EnvSHA256: sha256Hex(unit.Env), Node: node("a")}
 	}
 	edit := func(fn func(*nodes.Facts)) nodes.Facts { f := converged; fn(&f); return f }
 	otherLabels := strings.Replace(string(cfg), "zone=a", "zone=b", 1)
+	pi := func(cmdline string, memory bool) nodes.Facts {
+		return edit(func(f *nodes.Facts) {
+			f.Model, f.CmdlinePath, f.Cmdline, f.MemoryCgroup = "Raspberry Pi 4 Model B Rev 1.4", "/boot/firmware/cmdline.txt", cmdline, memory
+		})
+	}
+	staleRecord := strings.Replace(record, `"binary": "abc"`, `"binary": "old"`, 1)
+	restartSteps := []string{"restart k3s", "fetch the kubeconfig", "wait until Ready at v1.33.5+k3s1", "record what k3s runs from in " + nodes.AppliedPath}
+	installSteps := append([]string{"upload k3s v1.33.5+k3s1 (arm64) to /usr/local/bin/k3s"}, restartSteps...)
 
 	cases := []struct {
-		name    string
-		d       Desired
-		o       Observed
-		action  Action
-		reason  string
-		restart bool
+		name   string
+		d      Desired
+		o      Observed
+		action Action
+		reason string
+		steps  []string
 	}{
-		{"converged", desired, obs(converged), ActionNothing, "", false},
-		{"fresh", desired, obs(nodes.Facts{Arch: "arm64", ArchKnown: true, Init: InitSystemd}), ActionInstall, "k3s is not installed", true},
-		{"upgrade", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.32.9+k3s1"; f.K3sSHA256 = "old" })), ActionUpgrade, "k3s v1.32.9+k3s1 → v1.33.5+k3s1", true},
-		{"patch by k3sN", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.33.5+k3s0" })), ActionUpgrade, "→ v1.33.5+k3s1", true},
-		{"downgrade refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.33.5+k3s2" })), ActionRefused, "never downgrades", false},
-		{"skipping a minor refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.31.4+k3s1" })), ActionRefused, "skips 1 minor", false},
-		{"damaged binary", desired, obs(edit(func(f *nodes.Facts) { f.K3sSHA256 = "evil" })), ActionInstall, "differs from the release", true},
-		{"labels changed", desired, obs(edit(func(f *nodes.Facts) { f.K3sConfig = otherLabels })), ActionReconfigure, "config.yaml changes: node-label", true},
-		{"token changed names no value", desired, obs(edit(func(f *nodes.Facts) { f.K3sConfig = strings.Replace(string(cfg), "token: T", "token: OLD", 1) })), ActionReconfigure, "config.yaml changes: token", true},
-		{"unit changed", desired, obs(edit(func(f *nodes.Facts) { f.K3sUnit = "old" })), ActionReconfigure, "service unit differs", true},
-		{"stopped", desired, Observed{Facts: converged, EnvSHA256: sha256Hex(unit.Env)}, ActionRestart, "installed but not running", true},
-		{"arch mismatch", desired, obs(edit(func(f *nodes.Facts) { f.Arch = "amd64"; f.Machine = "x86_64" })), ActionRefused, "inventory says arch arm64 but the machine is amd64", false},
-		{"unknown arch", desired, obs(edit(func(f *nodes.Facts) { f.ArchKnown = false; f.Machine = "riscv64" })), ActionRefused, "unsupported machine", false},
-		{"role changed", Desired{Node: a1, Version: desired.Version, Arch: "arm64", Binary: desired.Binary, Config: cfg, Unit: unit}, obs(converged), ActionRefused, "role agent", false},
-		{"pi needs cgroups", desired, obs(edit(func(f *nodes.Facts) {
-			f.Model = "Raspberry Pi 4 Model B Rev 1.4"
-			f.CmdlinePath = "/boot/firmware/cmdline.txt"
-			f.Cmdline = "console=tty1 rootwait\n"
-		})), ActionReconfigure, "/boot/firmware/cmdline.txt lacks cgroup_memory=1 cgroup_enable=memory", false},
-		{"pi already prepared", desired, obs(edit(func(f *nodes.Facts) {
-			f.Model = "Raspberry Pi 4 Model B Rev 1.4"
-			f.CmdlinePath = "/boot/firmware/cmdline.txt"
-			f.Cmdline = "rootwait cgroup_memory=1 cgroup_enable=memory\n"
-		})), ActionNothing, "", false},
-		{"longhorn packages", func() Desired { d := desired; d.Packages = []string{"open-iscsi", "nfs-common"}; return d }(), obs(converged), ActionReconfigure, "Longhorn storage needs open-iscsi, nfs-common", false},
-		{"local volume folder", func() Desired { d := desired; d.Dirs = []string{"/storage"}; return d }(), obs(converged), ActionReconfigure, "local volume folder(s) missing: /storage", false},
+		{"converged", desired, obs(converged), ActionNothing, "", []string{"fetch the kubeconfig"}},
+		{"fresh", desired, Observed{Facts: nodes.Facts{Arch: "arm64", ArchKnown: true, Init: InitSystemd}}, ActionInstall, "k3s is not installed",
+			append(append([]string{"upload k3s v1.33.5+k3s1 (arm64) to /usr/local/bin/k3s", "write /etc/rancher/k3s/config.yaml", "write /etc/systemd/system/k3s.service"}, restartSteps...), "set labels and taints through the API")},
+		{"upgrade", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.32.9+k3s1"; f.K3sSHA256 = "old" })), ActionUpgrade, "k3s v1.32.9+k3s1 → v1.33.5+k3s1", installSteps},
+		{"patch release", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.33.4+k3s2" })), ActionUpgrade, "v1.33.4+k3s2 → v1.33.5+k3s1", installSteps},
+		{"downgrade refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.33.5+k3s2" })), ActionRefused, "never downgrades", nil},
+		{"skipping a minor refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.31.4+k3s1" })), ActionRefused, "skips 1 minor", nil},
+		{"damaged binary", desired, obs(edit(func(f *nodes.Facts) { f.K3sSHA256 = "evil" })), ActionInstall, "differs from the release", installSteps},
+		{"labels only: no restart", desired, func() Observed {
+			o := obs(edit(func(f *nodes.Facts) { f.K3sConfig = otherLabels }))
+			o.Node = node("b")
+			return o
+		}(),
+			ActionReconfigure, "config.yaml changes: node-label", []string{"write /etc/rancher/k3s/config.yaml", "fetch the kubeconfig", "set labels and taints through the API"}},
+		{"label set by hand is put back", desired, func() Observed { o := obs(converged); o.Node = node("b"); return o }(),
+			ActionReconfigure, "labels and taints: label zone=a", []string{"fetch the kubeconfig", "set labels and taints through the API"}},
+		{"not registered yet", desired, func() Observed { o := obs(converged); o.Node = nil; return o }(),
+			ActionReconfigure, "", []string{"fetch the kubeconfig", "set labels and taints through the API"}},
+		{"token changed names no value", desired, obs(edit(func(f *nodes.Facts) { f.K3sConfig = strings.Replace(string(cfg), "token: T", "token: OLD", 1) })), ActionReconfigure, "config.yaml changes: token",
+			append([]string{"write /etc/rancher/k3s/config.yaml"}, restartSteps...)},
+		{"unit changed", desired, obs(edit(func(f *nodes.Facts) { f.K3sUnit = "old" })), ActionReconfigure, "service unit differs",
+			append([]string{"write /etc/systemd/system/k3s.service"}, restartSteps...)},
+		{"stopped", desired, Observed{Facts: converged, EnvSHA256: sha256Hex(unit.Env), Node: node("a")}, ActionRestart, "installed but not running", restartSteps},
+		{"killed before the restart", desired, obs(edit(func(f *nodes.Facts) { f.K3sApplied = staleRecord })), ActionRestart, "not restarted since", restartSteps},
+		{"no record", desired, obs(edit(func(f *nodes.Facts) { f.K3sApplied = "" })), ActionRestart, "no record of what the running k3s started from", restartSteps},
+		{"temp files of a killed upload", desired, obs(edit(func(f *nodes.Facts) {
+			f.TempFiles = []string{"/usr/local/bin/.k3s.rack-tmp-0123abcd", "/etc/passwd", "/usr/local/bin/.k3s.rack-tmp-x;reboot"}
+		})), ActionReconfigure, "", []string{"remove 1 temp file(s) of an interrupted upload", "fetch the kubeconfig"}},
+		{"arch mismatch", desired, obs(edit(func(f *nodes.Facts) { f.Arch = "amd64"; f.Machine = "x86_64" })), ActionRefused, "inventory says arch arm64 but the machine is amd64", nil},
+		{"unknown arch", desired, obs(edit(func(f *nodes.Facts) { f.ArchKnown = false; f.Machine = "riscv64" })), ActionRefused, "unsupported machine", nil},
+		{"memory cgroup off", desired, obs(edit(func(f *nodes.Facts) { f.MemoryCgroup = false })), ActionRefused, "memory cgroup is off", nil},
+		{"server to agent refused", Desired{Node: a1, Version: desired.Version, Arch: "arm64", BinarySHA256: "abc", Config: cfg, Unit: agentUnit}, obs(converged), ActionRefused, "role server), but the inventory says role agent", nil},
+		{"agent to server refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sUnitPath = agentUnit.Path; f.K3sUnit = string(agentUnit.Content) })), ActionRefused, "role agent), but the inventory says role server", nil},
+		{"pi needs cgroups", desired, obs(pi("console=tty1 rootwait\n", false)), ActionReconfigure, "/boot/firmware/cmdline.txt lacks cgroup_memory=1 cgroup_enable=memory",
+			[]string{"edit /boot/firmware/cmdline.txt (the original kept as cmdline.txt.rack-backup)", "reboot", "fetch the kubeconfig"}},
+		{"pi edited, reboot pending", desired, obs(pi("rootwait cgroup_memory=1 cgroup_enable=memory\n", false)), ActionReconfigure, "the reboot after the edit has not happened yet",
+			[]string{"reboot", "fetch the kubeconfig"}},
+		{"pi already prepared", desired, obs(pi("rootwait cgroup_memory=1 cgroup_enable=memory\n", true)), ActionNothing, "", []string{"fetch the kubeconfig"}},
+		{"longhorn packages", func() Desired { d := desired; d.Packages = []nodes.Package{nodes.OpenISCSI, nodes.NFSClient}; return d }(), obs(converged), ActionReconfigure, "Longhorn storage needs open-iscsi, nfs-common",
+			[]string{"install open-iscsi, nfs-common", "fetch the kubeconfig"}},
+		{"local volume folder", func() Desired { d := desired; d.Dirs = []string{"/storage"}; return d }(), obs(converged), ActionReconfigure, "local volume folder /storage is missing",
+			[]string{"create /storage", "fetch the kubeconfig"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := PlanNode(tc.d, tc.o)
+			p := PlanNode(tc.d, tc.o, nil)
 			if p.Action != tc.action {
-				t.Fatalf("action %s, want %s (reasons %q)", p.Action, tc.action, p.Reasons)
+				t.Fatalf("action %s, want %s (reasons %q, steps %q)", p.Action, tc.action, p.Reasons, nodes.StepNames(p.Steps))
 			}
 			if tc.reason != "" && !strings.Contains(strings.Join(p.Reasons, "; "), tc.reason) {
 				t.Errorf("reasons %q lack %q", p.Reasons, tc.reason)
 			}
-			if p.Restart != tc.restart {
-				t.Errorf("restart = %v, want %v", p.Restart, tc.restart)
+			got := nodes.StepNames(p.Steps)
+			if tc.steps == nil {
+				tc.steps = []string{}
 			}
-			if strings.Contains(strings.Join(p.Reasons, " ")+strings.Join(p.Steps, " "), "OLD") {
+			if strings.Join(got, "|") != strings.Join(tc.steps, "|") {
+				t.Errorf("steps\n  %q\nwant\n  %q", got, tc.steps)
+			}
+			for _, s := range p.Steps {
+				if s.Why == "" || s.Do == nil {
+					t.Errorf("step %q has no reason or no work", s.Name)
+				}
+			}
+			text, _ := json.Marshal(p)
+			if strings.Contains(string(text), "OLD") || strings.Contains(string(text), "token: T") {
 				t.Error("the plan shows a token value")
 			}
 		})

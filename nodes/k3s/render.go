@@ -22,6 +22,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/homelab/rack/inventory"
+	"github.com/homelab/rack/nodes"
+	"github.com/homelab/rack/nodes/kube"
 )
 
 // Paths on the node.
@@ -56,12 +58,7 @@ func Role(n inventory.Node) string {
 }
 
 // ServerURL is the URL nodes use to reach an API server.
-func ServerURL(host string) string {
-	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
-		host = "[" + host + "]"
-	}
-	return fmt.Sprintf("https://%s:%d", host, APIPort)
-}
+func ServerURL(host string) string { return kube.ServerURL(host, APIPort) }
 
 // JoinURL is the server a node joins: joining servers go to the first server
 // (an existing etcd member), agents to the cluster's apiEndpoint.
@@ -94,16 +91,16 @@ func Config(inv *inventory.Inventory, n inventory.Node, token string) ([]byte, e
 	if _, err := netip.ParseAddr(n.Address); err == nil {
 		m.add("node-ip", n.Address)
 	}
-	if len(n.Labels) > 0 {
-		keys := make([]string, 0, len(n.Labels))
-		for k := range n.Labels {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		labels := make([]string, 0, len(keys))
-		for _, k := range keys {
+	// Labels a kubelet may set on its own Node go in at registration; the
+	// others (node-role.kubernetes.io/worker …) would stop the kubelet from
+	// starting, so rack sets them through the API once the node is Ready.
+	var labels []string
+	for _, k := range sortedKeys(n.Labels) {
+		if kube.KubeletMaySet(k) {
 			labels = append(labels, k+"="+n.Labels[k])
 		}
+	}
+	if len(labels) > 0 {
 		m.add("node-label", labels)
 	}
 	if len(n.Taints) > 0 {
@@ -127,6 +124,20 @@ func Config(inv *inventory.Inventory, n inventory.Node, token string) ([]byte, e
 	}
 	header := "# Written by rack from the inventory; changes made here are overwritten by `rack up`.\n"
 	return append([]byte(header), out...), nil
+}
+
+// registrationOnly are the config keys k3s reads only when a node first
+// registers: a change to them alone needs no restart (rack applies it through
+// the API), so the applied record leaves them out.
+var registrationOnly = []string{"node-label", "node-taint"}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // addArgs turns cluster.k3s.args ("--flag=value", "--flag") into config keys;
@@ -210,9 +221,11 @@ type Unit struct {
 	Env     []byte
 	// Enable and Restart are the commands that enable the service at boot and
 	// (re)start it now.
-	Enable  string
-	Restart string
-	Stop    string
+	Enable  nodes.Cmd
+	Restart nodes.Cmd
+	Stop    nodes.Cmd
+	// Logs prints the end of the service's log, for error messages.
+	Logs nodes.Cmd
 }
 
 // ServiceUnit renders the service for a node under the given init system.
@@ -227,9 +240,10 @@ func ServiceUnit(n inventory.Node, init string) (Unit, error) {
 			Mode:    0o644,
 			EnvPath: "/etc/systemd/system/" + name + ".service.env",
 			Env:     []byte(envFile()),
-			Enable:  "systemctl daemon-reload && systemctl enable " + name,
-			Restart: "systemctl restart " + name,
-			Stop:    "systemctl stop " + name,
+			Enable:  nodes.Sh(`systemctl daemon-reload && systemctl enable "$1"`, name),
+			Restart: nodes.Sh(`systemctl restart "$1"`, name),
+			Stop:    nodes.Sh(`systemctl stop "$1"`, name),
+			Logs:    nodes.Sh(`journalctl -u "$1" -n 20 --no-pager 2>&1`, name),
 		}, nil
 	case InitOpenRC:
 		return Unit{
@@ -238,9 +252,10 @@ func ServiceUnit(n inventory.Node, init string) (Unit, error) {
 			Mode:    0o755,
 			EnvPath: "/etc/rancher/k3s/" + name + ".env",
 			Env:     []byte(envFile()),
-			Enable:  "rc-update add " + name + " default",
-			Restart: "rc-service " + name + " restart",
-			Stop:    "rc-service " + name + " stop",
+			Enable:  nodes.Sh(`rc-update add "$1" default`, name),
+			Restart: nodes.Sh(`rc-service "$1" restart`, name),
+			Stop:    nodes.Sh(`rc-service "$1" stop`, name),
+			Logs:    nodes.Sh(`tail -n 20 "/var/log/$1.log" 2>&1`, name),
 		}, nil
 	default:
 		return Unit{}, fmt.Errorf("node %s: init system %q is neither systemd nor OpenRC; rack cannot run k3s as a service there", n.Name, init)

@@ -1,4 +1,4 @@
-package k3s
+package kube
 
 import (
 	"context"

@@ -24,6 +24,9 @@ type ControlPlane struct {
 	// what k3s.yaml carries and what the fake uses to register its Node.
 	CertPEM string `json:"certPEM"`
 	KeyPEM  string `json:"keyPEM"`
+	// CAKeyPEM signs the client certificate each node's kubelet registers
+	// with (system:node:<name>), as a k3s server signs its agents'.
+	CAKeyPEM string `json:"caKeyPEM"`
 	// EtcdURL is the test etcd's client URL, for a future etcd-snapshot.
 	EtcdURL string `json:"etcdURL,omitempty"`
 }
@@ -38,8 +41,8 @@ func Read(path string) (*ControlPlane, error) {
 	if err := json.Unmarshal(b, &cp); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if cp.URL == "" || cp.CAPEM == "" || cp.CertPEM == "" || cp.KeyPEM == "" {
-		return nil, fmt.Errorf("%s: url, caPEM, certPEM and keyPEM are all required", path)
+	if cp.URL == "" || cp.CAPEM == "" || cp.CertPEM == "" || cp.KeyPEM == "" || cp.CAKeyPEM == "" {
+		return nil, fmt.Errorf("%s: url, caPEM, caKeyPEM, certPEM and keyPEM are all required", path)
 	}
 	return &cp, nil
 }

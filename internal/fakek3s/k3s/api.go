@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
+	"github.com/homelab/rack/internal/testpki"
 )
 
 // apiClient talks to kube-apiserver's REST API with plain net/http: a
@@ -40,11 +41,37 @@ func tlsConfig(cp *cpfile.ControlPlane, withClientCert bool) (*tls.Config, error
 	return cfg, nil
 }
 
-func newAPIClient(base string, cp *cpfile.ControlPlane) (*apiClient, error) {
-	cfg, err := tlsConfig(cp, true)
+// nodeClient is the node's kubelet identity: a client certificate for
+// system:node:<name> in group system:nodes, signed with the cluster CA.
+func nodeClient(base string, cp *cpfile.ControlPlane, name string) (*apiClient, error) {
+	ca, err := testpki.ParseCA([]byte(cp.CAPEM), []byte(cp.CAKeyPEM))
 	if err != nil {
 		return nil, err
 	}
+	kp, err := ca.Issue(testpki.Spec{CN: "system:node:" + name, Orgs: []string{"system:nodes"}})
+	if err != nil {
+		return nil, err
+	}
+	return newAPIClientAs(base, cp, string(kp.CertPEM), string(kp.KeyPEM))
+}
+
+func newAPIClient(base string, cp *cpfile.ControlPlane) (*apiClient, error) {
+	return newAPIClientAs(base, cp, cp.CertPEM, cp.KeyPEM)
+}
+
+// newAPIClientAs talks to the API with another client certificate: the
+// node's own, so that the Node authorizer and NodeRestriction judge what it
+// does, as they judge a kubelet.
+func newAPIClientAs(base string, cp *cpfile.ControlPlane, certPEM, keyPEM string) (*apiClient, error) {
+	cfg, err := tlsConfig(cp, false)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	cfg.Certificates = []tls.Certificate{cert}
 	return &apiClient{
 		base: strings.TrimSuffix(base, "/"),
 		hc: &http.Client{

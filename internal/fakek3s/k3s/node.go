@@ -72,6 +72,9 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 	if err != nil {
 		return err
 	}
+	if err := validateNodeLabels(s); err != nil {
+		return err
+	}
 	cp, err := cpfile.Read(controlPlaneFile)
 	if err != nil {
 		return fmt.Errorf("fake k3s: reading the test control plane description: %w", err)
@@ -160,16 +163,27 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 	if !isServer {
 		apiBase = serverURL
 	}
-	api, err := newAPIClient(apiBase, cp)
-	if err != nil {
-		return err
-	}
 	n, err := describeNode(s, role)
 	if err != nil {
 		return err
 	}
-	if err := retry(ctx, log, "register node "+n.name, func() error { return registerNode(ctx, api, n) }); err != nil {
+	// The kubelet registers under its own identity; the server's node-role
+	// labels come from k3s' server side, with the admin's.
+	kubelet, err := nodeClient(apiBase, cp, n.name)
+	if err != nil {
 		return err
+	}
+	if err := retry(ctx, log, "register node "+n.name, func() error { return registerNode(ctx, kubelet, n) }); err != nil {
+		return err
+	}
+	if isServer {
+		admin, err := newAPIClient(apiBase, cp)
+		if err != nil {
+			return err
+		}
+		if err := retry(ctx, log, "label node "+n.name, func() error { return labelServer(ctx, admin, n) }); err != nil {
+			return err
+		}
 	}
 	log.infof("Node %s registered (kubelet %s)", n.name, version)
 	notifyReady(log)

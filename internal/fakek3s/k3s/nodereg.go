@@ -1,6 +1,8 @@
 package main
 
 import (
+	"sort"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -12,6 +14,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	kubeletapis "k8s.io/kubelet/pkg/apis"
 )
 
 // containerdVersion is what k3s v1.33 reports as its runtime.
@@ -30,8 +34,14 @@ type address struct {
 
 // nodeSpec is the Node as this k3s process wants it.
 type nodeSpec struct {
-	name        string
-	labels      map[string]string
+	name   string
+	labels map[string]string
+	// defaults are the labels a kubelet keeps up to date on every start
+	// (hostname, os, arch, instance type); the others it sets only when it
+	// creates its Node.
+	defaults map[string]string
+	// roles are the node-role labels k3s' server side sets on servers.
+	roles       map[string]string
 	annotations map[string]string
 	taints      []taint
 	addresses   []address
@@ -64,20 +74,22 @@ func describeNode(s *settings, role string) (*nodeSpec, error) {
 		"node.kubernetes.io/instance-type": "k3s",
 		"beta.kubernetes.io/instance-type": "k3s",
 	}
+	defaults := map[string]string{}
+	for k, v := range labels {
+		defaults[k] = v
+	}
+	roles := map[string]string{}
 	if role == "server" {
-		labels["node-role.kubernetes.io/control-plane"] = "true"
-		labels["node-role.kubernetes.io/master"] = "true"
+		roles["node-role.kubernetes.io/control-plane"] = "true"
+		roles["node-role.kubernetes.io/master"] = "true"
 		// Embedded etcd (rather than SQLite) when initialising an HA
 		// cluster or joining one.
 		if s.bool("cluster-init") || s.str("server") != "" {
-			labels["node-role.kubernetes.io/etcd"] = "true"
+			roles["node-role.kubernetes.io/etcd"] = "true"
 		}
 	}
 	for _, l := range s.list("node-label") {
-		k, v, ok := strings.Cut(l, "=")
-		if !ok || k == "" {
-			return nil, fatal("invalid node-label %q: expected key=value", l)
-		}
+		k, v, _ := strings.Cut(l, "=")
 		labels[k] = v
 	}
 	taints, err := parseTaints(s.list("node-taint"))
@@ -138,7 +150,7 @@ func describeNode(s *settings, role string) (*nodeSpec, error) {
 		"memory": memTotal(),
 		"pods":   "110",
 	}
-	return &nodeSpec{name: name, labels: labels, annotations: annotations, taints: taints,
+	return &nodeSpec{name: name, labels: labels, defaults: defaults, roles: roles, annotations: annotations, taints: taints,
 		addresses: addrs, nodeInfo: info, capacity: capacity}, nil
 }
 
@@ -232,10 +244,11 @@ func memTotal() string {
 	return "1Gi"
 }
 
-// registerNode creates the Node, or brings an existing one up to date:
-// labels are set (never removed, as with k3s), taints this k3s applied
-// before (found in the previous k3s.io/node-args) are replaced by the
-// current ones, and others (cordoning, the node controller's) stay.
+// registerNode does what a kubelet does when it starts: it creates its Node
+// with its labels (--node-labels) and taints (--register-with-taints), or,
+// when the Node exists, brings only its default labels up to date — a
+// kubelet never applies changed node labels or taints to an existing Node,
+// and neither does k3s. Then it reports its status.
 func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
 	path := "/api/v1/nodes/" + n.name
 	for attempt := 0; ; attempt++ {
@@ -245,7 +258,14 @@ func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
 		case statusOf(err) == http.StatusNotFound:
 			err = api.do(ctx, http.MethodPost, "/api/v1/nodes", "", newNodeObject(n), nil)
 		case err == nil:
-			updateNodeObject(obj, n)
+			labels := subMap(subMap(obj, "metadata"), "labels")
+			for k, v := range n.defaults {
+				labels[k] = v
+			}
+			annotations := subMap(subMap(obj, "metadata"), "annotations")
+			for k, v := range n.annotations {
+				annotations[k] = v
+			}
 			err = api.do(ctx, http.MethodPut, path, "", obj, nil)
 		}
 		if statusOf(err) == http.StatusConflict && attempt < 10 {
@@ -266,6 +286,16 @@ func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
 	return api.do(ctx, http.MethodPatch, path+"/status", "application/merge-patch+json", status, nil)
 }
 
+// labelServer sets a server's node-role labels, which k3s' server side
+// (not the kubelet, which may not) puts on every server.
+func labelServer(ctx context.Context, admin *apiClient, n *nodeSpec) error {
+	if len(n.roles) == 0 {
+		return nil
+	}
+	patch := map[string]any{"metadata": map[string]any{"labels": n.roles}}
+	return admin.do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name, "application/merge-patch+json", patch, nil)
+}
+
 func newNodeObject(n *nodeSpec) map[string]any {
 	spec := map[string]any{"providerID": "k3s://" + n.name}
 	if len(n.taints) > 0 {
@@ -283,68 +313,37 @@ func newNodeObject(n *nodeSpec) map[string]any {
 	}
 }
 
-func updateNodeObject(obj map[string]any, n *nodeSpec) {
-	meta := subMap(obj, "metadata")
-	labels := subMap(meta, "labels")
-	for k, v := range n.labels {
-		labels[k] = v
-	}
-	annotations := subMap(meta, "annotations")
-	previous := previousTaints(annotations["k3s.io/node-args"])
-	for k, v := range n.annotations {
-		annotations[k] = v
-	}
-	spec := subMap(obj, "spec")
-	existing, _ := spec["taints"].([]any)
-	var taints []any
-	for _, t := range existing {
-		tm, _ := t.(map[string]any)
-		key, _ := tm["key"].(string)
-		effect, _ := tm["effect"].(string)
-		if previous[key+":"+effect] || hasTaint(n.taints, key, effect) {
-			continue
+// validateNodeLabels does what the kubelet does with --node-labels (k3s
+// hands node-label over as that) before anything else: it refuses a
+// malformed label and one in kubernetes.io or k8s.io outside the kubelet's
+// allowed set (the API server's NodeRestriction would refuse it too).
+func validateNodeLabels(s *settings) error {
+	var unknown []string
+	for _, l := range s.list("node-label") {
+		k, _, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return fatal("invalid node-label %q: expected key=value", l)
 		}
-		taints = append(taints, t)
+		if isKubernetesLabel(k) && !kubeletapis.IsKubeletLabel(k) {
+			unknown = append(unknown, k)
+		}
 	}
-	for _, t := range n.taints {
-		taints = append(taints, t)
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fatal("kubelet exited: failed to validate kubelet flags: unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: %v\n--node-labels in the 'kubernetes.io' namespace must begin with an allowed prefix (%s) or be in the specifically allowed set (%s)",
+			unknown, strings.Join(kubeletapis.KubeletLabelNamespaces(), ", "), strings.Join(kubeletapis.KubeletLabels(), ", "))
 	}
-	if len(taints) == 0 {
-		delete(spec, "taints")
-	} else {
-		spec["taints"] = taints
-	}
+	return nil
 }
 
-func hasTaint(ts []taint, key, effect string) bool {
-	for _, t := range ts {
-		if t.Key == key && t.Effect == effect {
-			return true
-		}
+// isKubernetesLabel is the kubelet's test: a label in the kubernetes.io or
+// k8s.io namespaces, or a subdomain of them.
+func isKubernetesLabel(key string) bool {
+	ns, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return false
 	}
-	return false
-}
-
-// previousTaints reads the taints an earlier start applied from its
-// recorded arguments, as "key:effect".
-func previousTaints(nodeArgs any) map[string]bool {
-	out := map[string]bool{}
-	s, _ := nodeArgs.(string)
-	var args []string
-	if s == "" || json.Unmarshal([]byte(s), &args) != nil {
-		return out
-	}
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] != "--node-taint" {
-			continue
-		}
-		for _, spec := range strings.Split(args[i+1], ",") {
-			if ts, err := parseTaints([]string{strings.TrimSpace(spec)}); err == nil {
-				out[ts[0].Key+":"+ts[0].Effect] = true
-			}
-		}
-	}
-	return out
+	return ns == "kubernetes.io" || ns == "k8s.io" || strings.HasSuffix(ns, ".kubernetes.io") || strings.HasSuffix(ns, ".k8s.io")
 }
 
 func subMap(m map[string]any, key string) map[string]any {

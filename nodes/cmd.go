@@ -1,0 +1,54 @@
+package nodes
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Cmd is a remote command: a fixed shell script and the values it works on.
+// Values never become part of the script's text; they reach it as its
+// positional parameters ("$1", "$@"), each quoted by Quote. A path from the
+// inventory such as "/srv/a;reboot" is therefore one argument, never a second
+// command. Build every remote command with Sh, and keep Script a constant.
+type Cmd struct {
+	// Script is POSIX sh. It reads its values as "$1" … or "$@".
+	Script string
+	// Args are the values, passed unchanged.
+	Args []string
+}
+
+// Sh is a command running script with args as "$1" ….
+func Sh(script string, args ...string) Cmd { return Cmd{Script: script, Args: args} }
+
+// Line renders the command line an SSH session (or sudo) runs:
+// sh -c 'SCRIPT' rack 'ARG1' 'ARG2' …, where rack is $0. It refuses a NUL
+// byte, which no command line can carry.
+func (c Cmd) Line() (string, error) {
+	var b strings.Builder
+	b.WriteString("sh -c ")
+	b.WriteString(Quote(c.Script))
+	b.WriteString(" rack")
+	for i, a := range append([]string{c.Script}, c.Args...) {
+		if strings.IndexByte(a, 0) >= 0 {
+			if i == 0 {
+				return "", fmt.Errorf("the script holds a NUL byte")
+			}
+			return "", fmt.Errorf("argument %d holds a NUL byte, which no command line can carry", i)
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+			b.WriteString(Quote(a))
+		}
+	}
+	return b.String(), nil
+}
+
+// String is the script, for messages; values are left out (they may be long).
+func (c Cmd) String() string { return c.Script }
+
+// Quote quotes s as one word for POSIX sh: in single quotes, where nothing is
+// special but the quote itself, which becomes '\”. It is the only quoting
+// function in rack: every remote command goes through Cmd.Line, which uses it.
+func Quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
