@@ -1,0 +1,40 @@
+// Package apps renders the inventory's apps into Kubernetes objects, purely:
+// (app, release state) → objects, with no Pulumi and no API calls, so the
+// Pulumi apps stack and `rack render` (GitOps through Argo CD) deliver the
+// same objects from the same functions.
+//
+// Deploy is not release. Changing an app's image and running `rack up` is
+// Deploy: recreate and rolling replace the version at once; the other
+// strategies start the new image as a candidate beside the stable one, and
+// Promote and Rollback move traffic. Release is the state kept with the
+// stack; Render turns (app, Release) into objects; Status is what
+// `rack app status -o json` prints.
+//
+// # Slots, so no selector ever changes
+//
+// Selectors of Deployments are immutable, so the strategies that run two
+// versions side by side (blue-green, canary, ab, shadow) never rename a
+// version's Deployment: each version lives in a colour slot, <app>-blue or
+// <app>-green, whose pods carry the colour label for their whole life.
+// Release.Colour says which slot is stable; the candidate runs in the other.
+// Promoting to the full release makes the candidate's slot the stable one and
+// deletes the old slot: no pod restarts, no image change on a Deployment
+// that serves traffic, no selector change on any Deployment. What moves is
+// mutable: the selector of the role Services (<app> always reaches the
+// stable version, <app>-preview the candidate) and the Traefik objects.
+//
+// Traefik routes to per-slot Services (<app>-blue, <app>-green) whose
+// endpoints never change colour, so a flip or a weight change is one atomic
+// Traefik configuration change rather than an EndpointSlice race.
+//
+// # Order of application
+//
+// Traefik refuses a whole TraefikService when one of its Services has no
+// ready endpoint, so traffic objects must only reach a Service once its pods
+// are ready, and a Service must outlive the traffic objects that name it.
+// The objects carry that order for both deliverers: Argo CD sync waves
+// (Wave: workloads 0, TraefikServices 1, IngressRoutes 2, the next waiting
+// for the previous to be healthy) and PruneLast on Deployments and Services.
+// The Pulumi deliverer makes objects of a wave depend on those of the waves
+// before it; Pulumi deletes removed objects after its creates and updates.
+package apps
