@@ -15,6 +15,9 @@ fi
 # The pulumi CLI the Automation API tests drive, built once and cached (about 10 minutes cold).
 echo "== pulumi CLI (scripts/build-pulumi.sh)"
 scripts/build-pulumi.sh >/dev/null || { echo "building the pulumi CLI failed"; exit 1; }
+# The kubernetes provider plugin those tests install (stacks/auto_test.go), likewise (about 20 minutes cold).
+echo "== pulumi kubernetes provider plugin (scripts/build-provider.sh)"
+scripts/build-provider.sh >/dev/null || { echo "building the pulumi kubernetes provider plugin failed"; exit 1; }
 echo "== go test ./... (full log: $log)"
 go test -count=1 -v -timeout 40m ./... >"$log" 2>&1
 status=$?
