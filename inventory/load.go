@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -58,7 +59,7 @@ func Parse(file string, data []byte, opts Options) (*Inventory, Problems) {
 
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		line := yamlErrorLine(err)
+		line := yamlErrorLine(err, data)
 		d.at(SeverityError, line, "", "not valid YAML: %s%s", yamlErrorText(err), tabHint(data, line))
 		return inv, d.problems
 	}
@@ -145,6 +146,10 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			k, val := n.Content[i], n.Content[i+1]
 			kp := joinPath(path, k.Value)
 			d.pos[kp] = k.Line
+			if r, ok := controlChar(k.Value); ok {
+				d.at(SeverityError, k.Line, path, "a key holds the control character %U: remove it", r)
+				continue
+			}
 			ev := reflect.New(v.Type().Elem()).Elem()
 			d.decode(val, ev, kp)
 			m.SetMapIndex(reflect.ValueOf(k.Value), ev)
@@ -205,6 +210,9 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 	}
 	switch v.Kind() {
 	case reflect.String:
+		if r, ok := controlChar(text); ok {
+			d.at(SeverityError, n.Line, path, "holds the control character %U: rack passes values to commands and files on the nodes, where a newline or escape would change their meaning; remove it", r)
+		}
 		v.SetString(text)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(strings.ToLower(text))
@@ -234,6 +242,17 @@ func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
 		// Only reachable if types.go grows a field kind this decoder does not know.
 		d.at(SeverityError, n.Line, path, "rack cannot decode a %s here (bug in rack)", v.Kind())
 	}
+}
+
+// controlChar finds a control character (newline, tab, escape, DEL, C1…) or
+// a Unicode line or paragraph separator in s.
+func controlChar(s string) (rune, bool) {
+	for _, r := range s {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return r, true
+		}
+	}
+	return 0, false
 }
 
 // yamlFields maps a struct's yaml key names to field indexes.
@@ -288,12 +307,39 @@ func describe(n *yaml.Node) string {
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
-func yamlErrorLine(err error) int {
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		l, _ := strconv.Atoi(m[1])
-		return l
+// yamlErrorLine is the line an editor shows for a YAML error. The library
+// counts lines from 0 in its parser errors ("did not find expected …") but
+// from 1 in its scanner errors, and for an unclosed or broken {…} or […] it
+// names where the collection starts (or, for one on the first line, where it
+// noticed): the line of the nearest opening bracket at or before that point
+// is the one to fix.
+func yamlErrorLine(err error, data []byte) int {
+	m := yamlLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return 1
 	}
-	return 1
+	line, _ := strconv.Atoi(m[1])
+	msg := err.Error()
+	if !strings.Contains(msg, "did not find expected") {
+		return line
+	}
+	line++
+	opener := ""
+	switch {
+	case strings.Contains(msg, "'}'"):
+		opener = "{"
+	case strings.Contains(msg, "']'"):
+		opener = "["
+	default:
+		return line
+	}
+	lines := strings.Split(string(data), "\n")
+	for l := min(line, len(lines)); l >= 1; l-- {
+		if strings.Contains(lines[l-1], opener) {
+			return l
+		}
+	}
+	return line
 }
 
 // tabHint explains the commonest YAML mistake in hand-edited files.
@@ -307,7 +353,11 @@ func tabHint(data []byte, line int) string {
 
 func yamlErrorText(err error) string {
 	s := strings.TrimPrefix(err.Error(), "yaml: ")
-	return yamlLine.ReplaceAllString(s, "line $1")
+	s = regexp.MustCompile(`^line \d+: `).ReplaceAllString(s, "")
+	if strings.Contains(s, "did not find expected ',' or") {
+		s += " (this {…} or […] is not closed, or lacks a comma between its items)"
+	}
+	return s
 }
 
 // Dir is the folder holding the inventory; relative paths in it resolve from here.

@@ -17,13 +17,11 @@ import (
 var K3sComponents = []string{"coredns", "servicelb", "traefik", "local-storage", "metrics-server", "runtimes"}
 
 var (
-	exactVersion = regexp.MustCompile(`^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$`)
-	minorVersion = regexp.MustCompile(`^v(\d+)\.(\d+)$`)
-	fingerprint  = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
+	fingerprint = regexp.MustCompile(`^SHA256:[A-Za-z0-9+/]{43}$`)
 )
 
 // IsK3sVersion reports whether v is an exact k3s version (v1.33.5+k3s1) or a minor (v1.33).
-func IsK3sVersion(v string) bool { return exactVersion.MatchString(v) || minorVersion.MatchString(v) }
+func IsK3sVersion(v string) bool { return IsK3sRelease(v) || IsK3sMinor(v) }
 
 // validate checks the defaulted inventory. It is a pure function of the
 // inventory (plus the existence of the airgap folder) and reports every problem.
@@ -110,29 +108,10 @@ func (v *validator) ssh(path string, s SSH) {
 		v.errorf(path+".hostKeyPolicy", "%q is not a host key policy: use strict or accept-new%s", s.HostKeyPolicy, didYouMean(s.HostKeyPolicy, HostKeyPolicies))
 	}
 	if written("bastion") && s.Bastion != "" {
-		if _, _, _, err := ParseBastion(s.Bastion); err != nil {
+		if _, err := ParseJump(s.Bastion); err != nil {
 			v.errorf(path+".bastion", "%v", err)
 		}
 	}
-}
-
-// ParseBastion splits user@host:port; user and port are optional.
-func ParseBastion(s string) (user, host string, port int, err error) {
-	rest := s
-	if i := strings.LastIndex(rest, "@"); i >= 0 {
-		user, rest = rest[:i], rest[i+1:]
-	}
-	host = rest
-	if h, p, ok := strings.Cut(rest, ":"); ok && !strings.Contains(p, ":") {
-		host = h
-		if _, err := fmt.Sscanf(p, "%d", &port); err != nil || port < 1 || port > 65535 || fmt.Sprint(port) != p {
-			return "", "", 0, fmt.Errorf("%q: port %q is not a TCP port; write user@host:port", s, p)
-		}
-	}
-	if !isHost(strings.Trim(host, "[]")) {
-		return "", "", 0, fmt.Errorf("%q is not a jump host: write user@host:port", s)
-	}
-	return user, strings.Trim(host, "[]"), port, nil
 }
 
 func (v *validator) nodes() {

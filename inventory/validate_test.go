@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -65,7 +66,18 @@ func TestValidationRules(t *testing.T) {
 		want []want
 	}{
 		{"valid", doc("", "", ""), nil},
-		{"yaml syntax", "cluster:\n  name: lab\n   bad: x\n", []want{{"", 3, "not valid YAML: line 3: mapping values are not allowed", SeverityError}}},
+		{"yaml syntax", "cluster:\n  name: lab\n   bad: x\n", []want{{"", 3, "not valid YAML: mapping values are not allowed", SeverityError}}},
+		// The YAML library reports a broken {…} or […] one line above where it
+		// starts; rack reports the line to fix.
+		{"flow mapping not closed", "cluster:\n  name: lab\nnodes:\n  - {name: a, address: 10.0.0.1, role: server\n  - {name: b}\n", []want{{"", 4, "did not find expected ',' or '}' (this {…} or […] is not closed", SeverityError}}},
+		{"flow mapping on the first line", "{cluster: {name: lab}\nnodes: []\n", []want{{"", 1, "did not find expected ',' or '}'", SeverityError}}},
+		{"flow sequence over lines", "cluster: {name: lab}\nnodes: []\napps: [a,\n  b,\n  c\nx: 1\n", []want{{"", 3, "did not find expected ',' or ']'", SeverityError}}},
+		{"nested flow", "cluster: {name: lab}\n\n\nnodes: [{name: a, labels: {x: [1, 2}}]\n", []want{{"", 4, "did not find expected ',' or ']'", SeverityError}}},
+		{"double comma", "cluster: {name: lab}\nnodes: []\n\napps: [a,, b]\n", []want{{"", 4, "did not find expected node content", SeverityError}}},
+		{"control character in a path", "cluster: {name: lab, k3s: {version: v1.33.5+k3s1}}\nnodes:\n  - name: a\n    address: 10.0.0.1\n    role: server\n    storage: {local: [{name: v, path: \"/srv/a\\nreboot\", capacity: 1Gi}]}\naddons: {localPV: {}}\n",
+			[]want{{"nodes[0].storage.local[0].path", 6, "holds the control character U+000A", SeverityError}}},
+		{"escape in a label", "cluster: {name: lab, k3s: {version: v1.33.5+k3s1}}\nnodes:\n  - name: a\n    address: 10.0.0.1\n    role: server\n    labels: {\"x\\e\": y}\n",
+			[]want{{"nodes[0].labels", 6, "a key holds the control character U+001B", SeverityError}}},
 		{"windows line endings", strings.ReplaceAll(doc(`  - {name: s1, adress: 10.0.0.1, role: server}`, "", ""), "\n", "\r\n"),
 			[]want{{"nodes[0].adress", 8, `did you mean address?`, SeverityError}, {"nodes[0].address", 8, "is required", SeverityError}}},
 		{"yaml tab", "cluster:\n\tname: lab\n", []want{{"", 2, "indented with a tab", SeverityError}}},
@@ -341,6 +353,43 @@ func TestDidYouMean(t *testing.T) {
 	} {
 		if got := didYouMean(tc.got, []string{"name", "address", "identityFile", "role"}); got != tc.want {
 			t.Errorf("didYouMean(%q) = %q, want %q", tc.got, got, tc.want)
+		}
+	}
+}
+
+// One jump-host parser for validation and connections, OpenSSH's syntax.
+func TestParseJump(t *testing.T) {
+	cases := []struct {
+		in   string
+		want []Hop
+		bad  string
+	}{
+		{"jump@gw:2200", []Hop{{"jump", "gw", 2200}}, ""},
+		{"gw", []Hop{{"", "gw", 0}}, ""},
+		{"u@gw1:22,gw2", []Hop{{"u", "gw1", 22}, {"", "gw2", 0}}, ""},
+		{"[fe80::1]:22", []Hop{{"", "fe80::1", 22}}, ""},
+		{"admin@[fd00::1]", []Hop{{"admin", "fd00::1", 0}}, ""},
+		{"fd00::1", []Hop{{"", "fd00::1", 0}}, ""},
+		{"ssh://u@h:2222", []Hop{{"u", "h", 2222}}, ""},
+		{" a , b ", []Hop{{"", "a", 0}, {"", "b", 0}}, ""},
+		{"u@h:notaport", nil, `port "notaport"`},
+		{"u@h:0", nil, `port "0"`},
+		{"u@", nil, "not an address"},
+		{"@h", nil, "empty user"},
+		{"[fe80::1:22", nil, "closing ]"},
+		{"a,,b", nil, "not an address"},
+		{"bad host:22", nil, "not an address"},
+	}
+	for _, tc := range cases {
+		got, err := ParseJump(tc.in)
+		if tc.bad != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.bad) {
+				t.Errorf("ParseJump(%q) = %v, %v; want an error with %q", tc.in, got, err, tc.bad)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseJump(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/testenv"
+
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -91,7 +93,7 @@ func TestFanOutDeadHost(t *testing.T) {
 		targets = append(targets, targetFor(r, h, testrack.SudoUser))
 	}
 	o, _, _ := testOptions(env{})
-	var progress syncBuffer
+	var progress testenv.Buffer
 	results := FanOut(ctx, targets, FanOutOptions{Concurrency: 4, Connect: o, Progress: NewPlainProgress(&progress)},
 		func(ctx context.Context, h *Host) error {
 			h.Step("marking")

@@ -420,7 +420,9 @@ func statCmd(path string) Cmd { return Sh(`f=$1; `+statScript, path) }
 // syncDirCmd makes a rename in dir durable: an SD card or a vfat boot
 // partition loses an unsynced directory entry on power loss. sync with an
 // argument fsyncs just that (coreutils); busybox and old coreutils sync all.
-func syncDirCmd(dir string) Cmd { return Sh(`sync -- "$1" 2>/dev/null || sync`, dir) }
+func syncDirCmd(dir string) Cmd {
+	return Sh(`[ -d "$1" ] || exit 0; sync -- "$1" 2>/dev/null || sync`, dir)
+}
 
 // statScript hashes "$f" and reads its owner and mode in one round trip.
 // OpenSSL's sha256 uses the CPU's SHA instructions and is several times

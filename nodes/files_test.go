@@ -265,3 +265,27 @@ func TestUploadCancelRemovesTemp(t *testing.T) {
 		t.Errorf("cancelled upload left %q", ls)
 	}
 }
+
+// TestUploadSyncsBeforeRename: the file reaches the disk before it is
+// renamed into place (fsync@openssh.com), so a power cut on an SD card or a
+// Pi's vfat boot partition never leaves the name pointing at nothing. The
+// test host's sftp-server logs each request it handles.
+func TestUploadSyncsBeforeRename(t *testing.T) {
+	r := testrack.New(t, 1)
+	ctx := testCtx(t)
+	host := r.Hosts[0]
+	o, _, _ := testOptions(env{})
+	h := mustConnect(t, ctx, targetFor(r, host, testrack.SudoUser), o)
+	if _, err := h.Upload(ctx, BytesSource([]byte("console=tty1 cgroup_enable=memory\n")), "/tmp/cmdline.txt", FileOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log, err := host.ReadFile(testrack.SFTPLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsync := strings.Index(string(log), "fsync")
+	rename := strings.Index(string(log), "posix-rename")
+	if fsync < 0 || rename < 0 || fsync > rename {
+		t.Fatalf("want an fsync before the rename in the sftp-server's log:\n%s", log)
+	}
+}

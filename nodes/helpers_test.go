@@ -8,12 +8,14 @@ import (
 	"encoding/pem"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/homelab/rack/internal/testenv"
 
 	"golang.org/x/crypto/ssh"
 
@@ -25,27 +27,9 @@ type env map[string]string
 
 func (e env) get(k string) string { return e[k] }
 
-// syncBuffer is a goroutine-safe buffer for loggers and command output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testOptions are fast-retrying options whose log and output tests can read.
-func testOptions(e env) (Options, *syncBuffer, *syncBuffer) {
-	logs, out := &syncBuffer{}, &syncBuffer{}
+func testOptions(e env) (Options, *testenv.Buffer, *testenv.Buffer) {
+	logs, out := &testenv.Buffer{}, &testenv.Buffer{}
 	return Options{
 		Logger:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Output:         out,
@@ -157,4 +141,13 @@ func countProcs(needle string) int {
 		}
 	}
 	return n
+}
+
+// localShell runs a rendered command line with this machine's /bin/sh -c,
+// in dir, and returns its stdout.
+func localShell(dir, line string) (string, error) {
+	cmd := exec.Command("/bin/sh", "-c", line)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	return string(out), err
 }

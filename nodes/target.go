@@ -43,9 +43,15 @@ type Target struct {
 	// Sudo says whether privileged steps go through sudo; nil means
 	// "when User is not root".
 	Sudo *bool
-	// Bastion is a jump host chain, "user@host:port[,user@host:port…]".
-	// Hops inherit the target's keys, known_hosts and policy.
+	// Bastion is a jump host chain, "user@host:port[,user@host:port…]",
+	// as given (inventory or ProxyJump).
 	Bastion string
+	// Jumps are the resolved hops of Bastion, first to last: each as
+	// ~/.ssh/config describes that host (HostName, User, Port,
+	// IdentityFile, its own ProxyJump), with the target's keys, known_hosts
+	// and policy where it says nothing. nil for targets built by hand, whose
+	// Bastion is then read with those defaults only.
+	Jumps []Target
 
 	// resolveErr is a problem met while resolving (a broken ~/.ssh/config);
 	// Connect reports it rather than connecting with guessed settings.
@@ -142,10 +148,16 @@ func (r Resolver) Resolve(n inventory.Node) (Target, error) {
 		Sudo:          n.SSH.Sudo,
 		Bastion:       n.SSH.Bastion,
 	}
-	if t.Address == "" {
+	switch {
+	case t.Address == "":
 		t.Address = lookup("HostName")
 		if t.Address == "" {
 			t.Address = n.Name
+		}
+	case cfg != nil:
+		// The address may itself be a Host alias: ssh would dial its HostName.
+		if v, err := cfg.Get(n.Address, "HostName"); err == nil && v != "" {
+			t.Address = v
 		}
 	}
 	if t.Port == 0 {
@@ -194,7 +206,77 @@ func (r Resolver) Resolve(n inventory.Node) (Target, error) {
 		v := t.User != "root"
 		t.Sudo = &v
 	}
+	jumps, err := r.jumps(t, cfg, home, t.Bastion, 0)
+	if err != nil {
+		return t, errors.Join(cfgErr, fmt.Errorf("bastion: %w", err))
+	}
+	t.Jumps = jumps
 	return t, cfgErr
+}
+
+// maxJumpDepth bounds ProxyJump chains that refer to each other.
+const maxJumpDepth = 8
+
+// jumps resolves a ProxyJump chain the way OpenSSH does: each hop's host is
+// looked up in ssh_config as a Host of its own (HostName, User, Port,
+// IdentityFile, and its own ProxyJump, which comes first).
+func (r Resolver) jumps(t Target, cfg *ssh_config.Config, home, chain string, depth int) ([]Target, error) {
+	hops, err := inventory.ParseJump(chain)
+	if err != nil || len(hops) == 0 {
+		return nil, err
+	}
+	if depth > maxJumpDepth {
+		return nil, fmt.Errorf("ProxyJump chain deeper than %d: do the jump hosts refer to each other?", maxJumpDepth)
+	}
+	get := func(alias, key string) string {
+		if cfg == nil {
+			return ""
+		}
+		v, _ := cfg.Get(alias, key)
+		return v
+	}
+	var out []Target
+	for _, hop := range hops {
+		if pj := get(hop.Host, "ProxyJump"); pj != "" && !strings.EqualFold(pj, "none") {
+			before, err := r.jumps(t, cfg, home, pj, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, before...)
+		}
+		j := Target{Address: hop.Host, Port: hop.Port, User: hop.User,
+			IdentityFiles: t.IdentityFiles, KnownHosts: t.KnownHosts, HostKeyPolicy: t.HostKeyPolicy}
+		if v := get(hop.Host, "HostName"); v != "" {
+			j.Address = v
+		}
+		if j.User == "" {
+			j.User = get(hop.Host, "User")
+		}
+		if j.User == "" {
+			j.User = t.User
+		}
+		if j.Port == 0 {
+			if p, err := strconv.Atoi(get(hop.Host, "Port")); err == nil && p > 0 {
+				j.Port = p
+			} else {
+				j.Port = 22
+			}
+		}
+		if cfg != nil {
+			if files, err := cfg.GetAll(hop.Host, "IdentityFile"); err == nil && len(files) > 0 && !(len(files) == 1 && files[0] == "") {
+				tokens := expander{home: home, user: j.User, host: j.Address, name: hop.Host, local: r.user()}
+				j.IdentityFiles = nil
+				for _, f := range files {
+					j.IdentityFiles = append(j.IdentityFiles, tokens.expand(f))
+				}
+			}
+		}
+		out = append(out, j)
+	}
+	for i := range out {
+		out[i].Name = fmt.Sprintf("%s (bastion %d: %s)", t.Name, i+1, out[i].Address)
+	}
+	return out, nil
 }
 
 func (r Resolver) home() string {
@@ -285,53 +367,12 @@ func (e expander) expand(p string) string {
 	return b.String()
 }
 
-// parseHop parses one bastion hop "[user@]host[:port]"; IPv6 needs brackets.
-func parseHop(s string) (user, host string, port int, err error) {
-	s = strings.TrimSpace(s)
-	s = strings.TrimPrefix(s, "ssh://")
-	if i := strings.LastIndex(s, "@"); i >= 0 {
-		user, s = s[:i], s[i+1:]
-	}
-	port = 22
-	if h, p, splitErr := net.SplitHostPort(s); splitErr == nil {
-		n, convErr := strconv.Atoi(p)
-		if convErr != nil || n <= 0 || n > 65535 {
-			return "", "", 0, fmt.Errorf("bastion %q: bad port %q", s, p)
-		}
-		host, port = h, n
-	} else {
-		host = strings.Trim(s, "[]")
-	}
-	if host == "" {
-		return "", "", 0, fmt.Errorf("bastion %q: no host (want user@host:port)", s)
-	}
-	return user, host, port, nil
-}
-
-// hops returns the bastion chain as Targets that inherit this target's keys,
-// known_hosts file and host key policy (but never its pinned key).
+// hops is the jump chain to dial through: Jumps as resolved, or for a
+// target built by hand its Bastion with the target's keys, known_hosts and
+// policy (never its pinned key).
 func (t Target) hops() ([]Target, error) {
-	if strings.TrimSpace(t.Bastion) == "" {
-		return nil, nil
+	if t.Jumps != nil || strings.TrimSpace(t.Bastion) == "" {
+		return t.Jumps, nil
 	}
-	var out []Target
-	for i, part := range strings.Split(t.Bastion, ",") {
-		u, h, p, err := parseHop(part)
-		if err != nil {
-			return nil, err
-		}
-		if u == "" {
-			u = t.User
-		}
-		out = append(out, Target{
-			Name:          fmt.Sprintf("%s (bastion %d: %s)", t.Name, i+1, h),
-			Address:       h,
-			Port:          p,
-			User:          u,
-			IdentityFiles: t.IdentityFiles,
-			KnownHosts:    t.KnownHosts,
-			HostKeyPolicy: t.HostKeyPolicy,
-		})
-	}
-	return out, nil
+	return Resolver{SSHConfig: "none", User: t.User}.jumps(t, nil, "", t.Bastion, 0)
 }

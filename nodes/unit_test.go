@@ -58,7 +58,9 @@ Host *
 			want: Target{Name: "pinemaster", Address: "192.168.1.101", Port: 2222, User: "cfguser",
 				IdentityFiles: []string{filepath.Join(home, ".ssh/pine_key")},
 				KnownHosts:    filepath.Join(home, ".ssh/kh_from_config"), HostKeyPolicy: PolicyStrict,
-				Sudo: boolPtr(true), Bastion: "jump@gw.example:2200"},
+				Sudo: boolPtr(true), Bastion: "jump@gw.example:2200", Jumps: []Target{{Name: "pinemaster (bastion 1: gw.example)",
+					Address: "gw.example", Port: 2200, User: "jump", IdentityFiles: []string{filepath.Join(home, ".ssh/pine_key")},
+					KnownHosts: filepath.Join(home, ".ssh/kh_from_config"), HostKeyPolicy: PolicyStrict}}},
 		},
 		{
 			name: "inventory beats ssh_config",
@@ -67,7 +69,9 @@ Host *
 					HostKeyPolicy: PolicyAcceptNew, Sudo: boolPtr(false), Bastion: "b@bastion:22"}},
 			want: Target{Name: "pinemaster", Address: "192.168.1.101", Port: 22, User: "pi",
 				IdentityFiles: []string{filepath.Join(home, ".ssh/inv_key")}, KnownHosts: "/etc/kh",
-				HostKeyPolicy: PolicyAcceptNew, HostKey: "SHA256:abc", Sudo: boolPtr(false), Bastion: "b@bastion:22"},
+				HostKeyPolicy: PolicyAcceptNew, HostKey: "SHA256:abc", Sudo: boolPtr(false), Bastion: "b@bastion:22",
+				Jumps: []Target{{Name: "pinemaster (bastion 1: bastion)", Address: "bastion", Port: 22, User: "b",
+					IdentityFiles: []string{filepath.Join(home, ".ssh/inv_key")}, KnownHosts: "/etc/kh", HostKeyPolicy: PolicyAcceptNew}}},
 		},
 		{
 			name: "ssh_config looked up by address when the name has no entry; tokens expanded",
@@ -82,7 +86,9 @@ Host *
 			want: Target{Name: "pinemaster", Address: "10.9.9.9", Port: 2222, User: "cfguser",
 				IdentityFiles: []string{filepath.Join(home, ".ssh/pine_key")},
 				KnownHosts:    filepath.Join(home, ".ssh/kh_from_config"), HostKeyPolicy: PolicyStrict,
-				Sudo: boolPtr(true), Bastion: "jump@gw.example:2200"},
+				Sudo: boolPtr(true), Bastion: "jump@gw.example:2200", Jumps: []Target{{Name: "pinemaster (bastion 1: gw.example)",
+					Address: "gw.example", Port: 2200, User: "jump", IdentityFiles: []string{filepath.Join(home, ".ssh/pine_key")},
+					KnownHosts: filepath.Join(home, ".ssh/kh_from_config"), HostKeyPolicy: PolicyStrict}}},
 		},
 		{
 			name: "root needs no sudo by default",
@@ -147,29 +153,64 @@ func TestResolveBrokenConfig(t *testing.T) {
 	}
 }
 
-func TestParseHop(t *testing.T) {
-	tests := []struct {
-		in         string
-		user, host string
+// ProxyJump hops are resolved like OpenSSH does: an alias gets its own
+// HostName, User, Port, IdentityFile and ProxyJump from ~/.ssh/config, and a
+// node address that is a Host alias is dialled at its HostName.
+func TestResolveJumpsThroughSSHConfig(t *testing.T) {
+	home := t.TempDir()
+	cfgPath := filepath.Join(home, "ssh_config")
+	cfg := `
+Host gw
+  HostName 203.0.113.9
+  User jumper
+  Port 2201
+  IdentityFile ~/.ssh/gw_key
+  ProxyJump outer
+
+Host outer
+  HostName 198.51.100.1
+  User edge
+
+Host pi-alias
+  HostName 10.20.30.40
+`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := Resolver{Home: home, SSHConfig: cfgPath, User: "me"}
+	got, err := r.Resolve(inventory.Node{Name: "n1", Address: "pi-alias", SSH: inventory.SSH{User: "pi", Bastion: "gw,admin@[fd00::1]:2222"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Address != "10.20.30.40" {
+		t.Errorf("a node address that is a Host alias: dialled %q, want its HostName", got.Address)
+	}
+	type hop struct {
+		addr, user string
 		port       int
-		bad        bool
-	}{
-		{"jump@gw:2200", "jump", "gw", 2200, false},
-		{"gw", "", "gw", 22, false},
-		{"admin@10.0.0.1", "admin", "10.0.0.1", 22, false},
-		{"ssh://u@[fd00::1]:22", "u", "fd00::1", 22, false},
-		{"u@h:notaport", "", "", 0, true},
-		{"u@", "", "", 0, true},
+		keys       []string
 	}
-	for _, tt := range tests {
-		u, h, p, err := parseHop(tt.in)
-		if (err != nil) != tt.bad || u != tt.user || h != tt.host || p != tt.port {
-			t.Errorf("parseHop(%q) = %q %q %d %v", tt.in, u, h, p, err)
-		}
+	var hops []hop
+	for _, j := range got.Jumps {
+		hops = append(hops, hop{j.Address, j.User, j.Port, j.IdentityFiles})
 	}
-	hops, err := Target{Name: "n", User: "pi", Bastion: "a@b:1, c", IdentityFiles: []string{"k"}, KnownHosts: "kh"}.hops()
-	if err != nil || len(hops) != 2 || hops[0].User != "a" || hops[1].User != "pi" || hops[1].Port != 22 || hops[1].KnownHosts != "kh" {
-		t.Errorf("hops = %+v, %v", hops, err)
+	defKeys := got.IdentityFiles
+	want := []hop{
+		{"198.51.100.1", "edge", 22, defKeys},
+		{"203.0.113.9", "jumper", 2201, []string{filepath.Join(home, ".ssh/gw_key")}},
+		{"fd00::1", "admin", 2222, defKeys},
+	}
+	if !reflect.DeepEqual(hops, want) {
+		t.Errorf("jumps\n  %+v\nwant\n  %+v", hops, want)
+	}
+	loop := filepath.Join(home, "loop_config")
+	os.WriteFile(loop, []byte("Host a\n  ProxyJump b\nHost b\n  ProxyJump a\n"), 0o600)
+	if _, err := (Resolver{Home: home, SSHConfig: loop}).Resolve(inventory.Node{Name: "x", Address: "10.0.0.1", SSH: inventory.SSH{Bastion: "a"}}); err == nil || !strings.Contains(err.Error(), "deeper than") {
+		t.Errorf("a ProxyJump loop: %v", err)
+	}
+	hand, err := Target{Name: "n", User: "pi", Bastion: "a@b:1, c", IdentityFiles: []string{"k"}, KnownHosts: "kh"}.hops()
+	if err != nil || len(hand) != 2 || hand[0].User != "a" || hand[1].User != "pi" || hand[1].Port != 22 || hand[1].KnownHosts != "kh" {
+		t.Errorf("hops of a hand-built target = %+v, %v", hand, err)
 	}
 }
 

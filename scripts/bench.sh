@@ -19,6 +19,7 @@ set -euo pipefail
 FIGURES=(
 	upload_vs_scp   # scp time / rack time for 100 MiB to one host (goal >= 0.9)
 	fanout_16_vs_1  # t(16 hosts) / t(1 host) for a 50 MiB upload + a command (goal <= 1.5)
+	fanout_16_vs_1_shaped # the same on links shaped like a rack's: nodes 100 Mbit/s, operator 1 Gbit/s (floor 1.6, goal <= 1.7)
 	up_16_vs_1      # t(rack up on 16 hosts) / t(on 1 host) (goal <= 1.5)
 	rerun_16_seconds # converged rack up re-run on 16 hosts, seconds (goal <= 3)
 	rerun_16_bytes  # bytes that re-run uploads (goal 0)

@@ -11,9 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/homelab/rack/internal/testenv"
 
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
@@ -24,60 +25,63 @@ import (
 	"github.com/homelab/rack/inventory"
 )
 
-// syncBuffer is a bytes.Buffer the engine's progress can be written to
-// from the Automation API's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// skipOrFail skips with a reason, unless this machine must run everything.
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("RACK_TEST_REQUIRE_ROOT") == "1" {
-		t.Fatalf(format+" (and RACK_TEST_REQUIRE_ROOT=1 forbids skipping)", args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // pulumiCLI builds (or takes from the cache) the pulumi CLI with
 // scripts/build-pulumi.sh and puts it first on PATH, with an empty
 // PULUMI_HOME: no plugins, in particular no kubernetes plugin.
 func pulumiCLI(t testing.TB) (pulumiHome string) {
 	t.Helper()
 	if uid := os.Geteuid(); uid != 0 {
-		skipOrFail(t, "the Automation API tests build the pulumi CLI (~10 min cold) and run as root on CI (uid %d)", uid)
+		testenv.SkipOrFail(t, "the Automation API tests build the pulumi CLI (~10 min cold) and run as root on CI (uid %d)", uid)
 	}
+	dir := buildTool(t, "build-pulumi.sh")
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	home := t.TempDir()
+	t.Setenv("PULUMI_HOME", home)
+	return home
+}
+
+// pulumiWithKubernetes is pulumiCLI plus the kubernetes provider plugin that
+// scripts/build-provider.sh builds, installed in the test's own PULUMI_HOME
+// under KubernetesPluginVersion. A link to the cached binary, not the cached
+// home itself: the engine writes into PULUMI_HOME, and tests must not share it.
+func pulumiWithKubernetes(t testing.TB) (pulumiHome string) {
+	t.Helper()
+	home := pulumiCLI(t)
+	built := buildTool(t, "build-provider.sh")
+	name := "resource-kubernetes-v" + KubernetesPluginVersion
+	bin := filepath.Join(built, "plugins", name, "pulumi-resource-kubernetes")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("scripts/build-provider.sh installed no plugin %s (does the sdk/v4 line of go.mod say v%s?): %v", name, KubernetesPluginVersion, err)
+	}
+	dir := filepath.Join(home, "plugins", name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(bin, filepath.Join(dir, "pulumi-resource-kubernetes")); err != nil {
+		t.Fatal(err)
+	}
+	return home
+}
+
+// buildTool runs scripts/<script> (which builds once, then answers from its
+// cache) and returns the last line it prints.
+func buildTool(t testing.TB, script string) string {
+	t.Helper()
 	root, err := testcluster.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	cmd := exec.Command(filepath.Join(root, "scripts", "build-pulumi.sh"))
-	cmd.Stderr = os.Stderr // "== building pulumi" explains a long first run
+	cmd := exec.Command(filepath.Join(root, "scripts", script))
+	cmd.Stderr = os.Stderr // "== building …" explains a long first run
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("scripts/build-pulumi.sh: %v", err)
+		t.Fatalf("scripts/%s: %v", script, err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	dir := lines[len(lines)-1]
-	t.Logf("pulumi CLI in %s (%v)", dir, time.Since(start).Round(time.Millisecond))
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	home := t.TempDir()
-	t.Setenv("PULUMI_HOME", home)
-	return home
+	last := lines[len(lines)-1]
+	t.Logf("scripts/%s: %s (%v)", script, last, time.Since(start).Round(time.Millisecond))
+	return last
 }
 
 // TestUpOffline proves the wiring with a real engine: an inline program
@@ -101,7 +105,7 @@ func TestUpOffline(t *testing.T) {
 
 	// A config secret the way a user would set it: on stdin, never argv.
 	// The stack is created first through the workspace (rack's own path).
-	var progress syncBuffer
+	var progress testenv.Buffer
 	opts := Options{Progress: &progress, PulumiHome: home}
 	if _, err := r.open(ctx, opts); err != nil {
 		t.Fatal(err)
@@ -166,7 +170,7 @@ func TestUpOffline(t *testing.T) {
 	}
 
 	// A second run reuses the passphrase and changes nothing.
-	progress = syncBuffer{}
+	progress = testenv.Buffer{}
 	res, err = r.up(ctx, Options{Progress: &progress, PulumiHome: home})
 	if err != nil {
 		t.Fatalf("second up: %v\n%s", err, progress.String())
@@ -272,7 +276,7 @@ func TestMissingKubernetesPlugin(t *testing.T) {
 			return err
 		}}
 		t.Setenv(EnvPassphrase, "test-passphrase")
-		var progress syncBuffer
+		var progress testenv.Buffer
 		start := time.Now()
 		_, err := r.preview(ctx, Options{PulumiHome: home, Progress: &progress})
 		t.Logf("engine preview failed after %v", time.Since(start).Round(time.Millisecond))

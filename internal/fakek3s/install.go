@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/homelab/rack/nodes"
+
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
 	"github.com/homelab/rack/internal/testcluster"
 )
@@ -154,11 +156,7 @@ func unitName(u string) string {
 // readHostFile reads a file on the host within ctx; a missing file reads
 // as empty.
 func readHostFile(ctx context.Context, h Host, p string) ([]byte, error) {
-	return h.Exec(ctx, "f="+shellQuote(p)+`; [ -e "$f" ] || exit 0; exec cat -- "$f"`)
-}
-
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	return h.Exec(ctx, "f="+nodes.Quote(p)+`; [ -e "$f" ] || exit 0; exec cat -- "$f"`)
 }
 
 func readCounter(ctx context.Context, h Host, p string) (int, error) {

@@ -4,7 +4,9 @@
 package testenv
 
 import (
+	"bytes"
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -27,4 +29,23 @@ func RequireRoot(t testing.TB) {
 	if uid := os.Geteuid(); uid != 0 {
 		SkipOrFail(t, "needs root (running as uid %d)", uid)
 	}
+}
+
+// Buffer collects what concurrent writers (loggers, progress displays,
+// several nodes' output) write; safe for concurrent use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

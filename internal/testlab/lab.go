@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,9 +32,11 @@ type Node struct {
 	Role     string // server | agent
 	Pi       bool   // looks like a Raspberry Pi (arm64, device tree, cmdline.txt)
 	Arch     string // written to the inventory when set
-	Longhorn bool   // offers Longhorn storage at /var/lib/longhorn
-	LocalPV  string // a local volume folder, e.g. /storage
-	Labels   map[string]string
+	Longhorn bool   // offers Longhorn storage at /var/lib/longhorn (or LonghornPath)
+	// LonghornPath overrides Longhorn's folder (any string: it is quoted).
+	LonghornPath string
+	LocalPV      string // a local volume folder, e.g. /storage (any string: it is quoted)
+	Labels       map[string]string
 }
 
 // Spec is the lab to build.
@@ -242,13 +245,16 @@ func (l *Lab) WriteInventory(extra string) error {
 				fmt.Fprintf(&b, "      %s: %q\n", k, n.Labels[k])
 			}
 		}
-		if n.Longhorn || n.LocalPV != "" {
+		if n.Longhorn || n.LonghornPath != "" || n.LocalPV != "" {
 			b.WriteString("    storage:\n")
-			if n.Longhorn {
+			switch {
+			case n.LonghornPath != "":
+				fmt.Fprintf(&b, "      longhorn: %s\n", strconv.Quote(n.LonghornPath))
+			case n.Longhorn:
 				b.WriteString("      longhorn: /var/lib/longhorn\n")
 			}
 			if n.LocalPV != "" {
-				fmt.Fprintf(&b, "      local: [{name: %s-pv, path: %s, capacity: 10Gi}]\n", n.Name, n.LocalPV)
+				fmt.Fprintf(&b, "      local: [{name: %s-pv, path: %s, capacity: 10Gi}]\n", n.Name, strconv.Quote(n.LocalPV))
 			}
 		}
 	}

@@ -25,6 +25,9 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
+// SFTPLog is where each host's sftp subsystem logs its requests.
+const SFTPLog = "/tmp/.sftp-server.log"
+
 const (
 	sshdPath       = "/usr/sbin/sshd"
 	sftpServerPath = "/usr/lib/openssh/sftp-server"
@@ -167,8 +170,10 @@ PrintMotd no
 X11Forwarding no
 AcceptEnv LANG LC_*
 LogLevel VERBOSE
-Subsystem sftp %[5]s
-`, h.Name, h.Addr, Port, h.dir, sftpServerPath)
+# sftp-server logs every request (to the host's private /tmp), so tests can
+# see what a client asked for, such as an fsync before a rename.
+Subsystem sftp %[5]s -l DEBUG3 -e 2>>%[6]s
+`, h.Name, h.Addr, Port, h.dir, sftpServerPath, SFTPLog)
 	files := []struct {
 		name string
 		data []byte
@@ -615,4 +620,29 @@ func (h *Host) teardown(ctx context.Context) error {
 		}
 	}
 	return err
+}
+
+// ShapeLink limits what the rack sends to the host (uploads) to rate, such
+// as "100mbit", with a token bucket on the root side of its link, as a
+// node's Ethernet port would; "" lifts the limit.
+func (h *Host) ShapeLink(ctx context.Context, rate string) error {
+	return shape(ctx, h.Name, rate)
+}
+
+// ShapeBridge limits what the root namespace (the operator's machine) sends
+// onto the rack's bridge to rate, such as "1gbit"; "" lifts the limit. It
+// affects every rack on the machine: for benchmarks only.
+func ShapeBridge(ctx context.Context, rate string) error { return shape(ctx, BridgeName, rate) }
+
+func shape(ctx context.Context, dev, rate string) error {
+	if rate == "" {
+		out, err := exec.CommandContext(ctx, "tc", "qdisc", "del", "dev", dev, "root").CombinedOutput()
+		if err != nil && !strings.Contains(string(out), "No such file") && !strings.Contains(string(out), "Cannot find") && !strings.Contains(string(out), "Cannot delete qdisc with handle of zero") {
+			return fmt.Errorf("tc qdisc del dev %s: %v: %s", dev, err, out)
+		}
+		return nil
+	}
+	// A burst of 1 ms at the rate (at least one full-size packet) and a
+	// queue of 50 ms: tbf's usual shape for a wired link.
+	return run(ctx, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms")
 }

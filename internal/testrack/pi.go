@@ -118,7 +118,12 @@ mount -t tmpfs -o mode=0755 testrack-firmware /sys/firmware
 mkdir -p /sys/firmware/devicetree/base
 umount /etc/os-release 2>/dev/null || true
 mount --bind "$1" /etc/os-release
-`, "sh", filepath.Join(h.dir, "os-release-pi"))
+# Raspberry Pi OS boots with the memory cgroup off; it comes on only after a
+# boot with cgroup_enable=memory in cmdline.txt (the fake init's reboot).
+umount /proc/cgroups 2>/dev/null || true
+awk 'BEGIN { OFS = "\t" } $1 == "memory" { $4 = 0 } { print }' /proc/cgroups > "$2"
+mount --bind "$2" /proc/cgroups
+`, "sh", filepath.Join(h.dir, "os-release-pi"), filepath.Join(h.dir, "cgroups-pi"))
 	if err != nil {
 		return err
 	}
@@ -149,6 +154,7 @@ func (h *Host) MakeX86() error {
 	_, err := h.run(ctx, nil, "sh", "-c", `
 umount /sys/firmware 2>/dev/null
 umount /etc/os-release 2>/dev/null
+umount /proc/cgroups 2>/dev/null
 rm -f /boot/firmware/cmdline.txt /boot/firmware/config.txt
 for f in /usr/local/bin/uname /usr/local/bin/arch; do
 	if grep -qs '`+piWrapperMark+`' "$f"; then rm -f "$f"; fi

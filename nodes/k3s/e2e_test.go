@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/testenv"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -346,5 +348,137 @@ func TestTokenNeverInArgv(t *testing.T) {
 	cfg, _ := lab.Host("a").ReadFile(k3s.ConfigPath)
 	if !strings.Contains(string(cfg), token) {
 		t.Fatal("the token did not reach the agent's config (so the check above proves nothing)")
+	}
+}
+
+// TestHostileInventoryValues: paths in the inventory holding ;, $(…),
+// backticks, quotes and spaces (the schema allows them in paths) reach the
+// nodes as paths: rack plan and rack up create exactly those folders and
+// run nothing else, anywhere.
+func TestHostileInventoryValues(t *testing.T) {
+	const pwned = "/tmp/rack-hostile-pwned"
+	paths := []string{
+		"/srv/a b;touch " + pwned + "-semicolon",
+		"/srv/$(touch " + pwned + "-dollar)",
+		"/srv/`touch " + pwned + "-backtick`",
+		`/srv/it's "quoted" && touch ` + pwned + `-and`,
+	}
+	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
+		{Name: "server", Role: "server", LocalPV: paths[0]},
+		{Name: "agent", Role: "agent", LocalPV: paths[1], LonghornPath: paths[2]},
+		{Name: "agent2", Role: "agent", LocalPV: paths[3]},
+	}, Extra: "addons:\n  localPV: {}\n"})
+	noMarker := func(when string) {
+		t.Helper()
+		for _, n := range lab.Spec.Nodes {
+			out, err := lab.Host(n.Name).Exec(context.Background(), `ls -d /tmp/rack-hostile-pwned* 2>/dev/null || true`)
+			if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+				t.Fatalf("%s: %s ran an injected command: %q %v", when, n.Name, out, err)
+			}
+		}
+		if m, _ := filepath.Glob(pwned + "*"); len(m) > 0 {
+			t.Fatalf("%s: an injected command ran on this machine: %v", when, m)
+		}
+	}
+	inv, ps, err := inventory.Load(lab.Inventory)
+	if err != nil || ps.HasErrors() {
+		t.Fatalf("lab inventory: %v %v", err, ps)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := k3s.BuildPlan(ctx, inv, options(t, lab, inv)); err != nil {
+		t.Fatal(err)
+	}
+	noMarker("rack plan")
+	if _, _, err := up(t, lab); err != nil {
+		t.Fatalf("rack up: %v", err)
+	}
+	noMarker("rack up")
+	for node, want := range map[string][]string{"server": {paths[0]}, "agent": {paths[1], paths[2]}, "agent2": {paths[3]}} {
+		for _, p := range want {
+			if ok, err := lab.Host(node).FileExists(p); !ok || err != nil {
+				t.Errorf("%s: folder %q was not created (%v)", node, p, err)
+			}
+		}
+	}
+	plan, _, err := up(t, lab)
+	if err != nil || plan.Changes() != 0 {
+		t.Fatalf("re-run: %v %v", actions(plan), err)
+	}
+}
+
+// TestPackagesOnAFreshPi: a freshly flashed Pi has no package lists and
+// unattended-upgrades holds the dpkg lock for its first minutes. rack
+// refreshes the lists and waits for the lock, visibly, instead of failing.
+func TestPackagesOnAFreshPi(t *testing.T) {
+	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
+		{Name: "server", Role: "server"},
+		{Name: "storage", Role: "agent", Pi: true, Longhorn: true},
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := lab.Host("storage").Exec(ctx, fakek3s.HoldDpkgLockCmd(25)); err != nil {
+		t.Fatalf("holding the dpkg lock: %v %s", err, out)
+	}
+	inv, ps, err := inventory.Load(lab.Inventory)
+	if err != nil || ps.HasErrors() {
+		t.Fatalf("lab inventory: %v %v", err, ps)
+	}
+	o := options(t, lab, inv)
+	var shown testenv.Buffer
+	o.FanOut.Progress = nodes.NewPlainProgress(&shown)
+	o.FanOut.Connect.Output = &shown
+	plan, err := k3s.BuildPlan(ctx, inv, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k3s.Apply(ctx, plan, o); err != nil {
+		t.Fatalf("rack up: %v\n%s", err, shown.String())
+	}
+	out := shown.String()
+	for _, want := range []string{"Waiting for cache lock", "held by process", "Setting up open-iscsi"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rack's output lacks %q:\n%s", want, out)
+		}
+	}
+	if ok, _ := lab.Host("storage").FileExists("/usr/local/bin/iscsiadm"); !ok {
+		t.Error("open-iscsi was not installed")
+	}
+}
+
+// TestServerThatNeverGetsReady: upstream's unit has TimeoutStartSec=0, so
+// `systemctl restart k3s` of a server that cannot start waits forever. rack
+// bounds it by --timeout and fails the node with the end of its log.
+func TestServerThatNeverGetsReady(t *testing.T) {
+	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{{Name: "server", Role: "server"}}})
+	// The server's datastore (the test control plane) is out of reach.
+	if _, err := lab.Host("server").Exec(context.Background(), `sed -i 's#"url": "[^"]*"#"url": "https://127.0.0.1:1"#' /etc/rancher/.fake/controlplane.json`); err != nil {
+		t.Fatal(err)
+	}
+	inv, ps, err := inventory.Load(lab.Inventory)
+	if err != nil || ps.HasErrors() {
+		t.Fatalf("lab inventory: %v %v", err, ps)
+	}
+	o := options(t, lab, inv)
+	o.ReadyTimeout = 15 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	plan, err := k3s.BuildPlan(ctx, inv, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = k3s.Apply(ctx, plan, o)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("rack up succeeded with a server that cannot start")
+	}
+	for _, want := range []string{"server", "restart k3s", "did not report ready within 15s", "the end of its log", "Waiting to"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the error lacks %q:\n%v", want, err)
+		}
+	}
+	if took > time.Minute {
+		t.Errorf("rack took %v with --timeout 15s", took)
 	}
 }

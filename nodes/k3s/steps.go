@@ -70,15 +70,23 @@ func (x *run) binary(ctx context.Context, version, arch string) (Artifact, error
 
 func removeFiles(files []string) stepFunc {
 	return func(ctx context.Context, _ *run, h *nodes.Host) error {
-		return h.Run(ctx, nodes.Sh(`rm -f -- "$@"`, files...), priv)
+		return h.Run(ctx, removeCmd(files...), priv)
 	}
+}
+
+func removeCmd(files ...string) nodes.Cmd { return nodes.Sh(`rm -f -- "$@"`, files...) }
+
+// backupCmd copies a file to FILE.rack-backup once: a second run must not
+// overwrite the original with an edited copy.
+func backupCmd(path string) nodes.Cmd {
+	return nodes.Sh(`[ -e "$1.rack-backup" ] || cp -p -- "$1" "$1.rack-backup"`, path)
 }
 
 // editCmdline keeps the first original only (a second run must not overwrite
 // it with an edited copy), then writes the new line atomically and synced.
 func editCmdline(path, line string) stepFunc {
 	return func(ctx context.Context, _ *run, h *nodes.Host) error {
-		if err := h.Run(ctx, nodes.Sh(`[ -e "$1.rack-backup" ] || cp -p -- "$1" "$1.rack-backup"`, path), priv); err != nil {
+		if err := h.Run(ctx, backupCmd(path), priv); err != nil {
 			return fmt.Errorf("back up %s: %w", path, err)
 		}
 		_, err := h.Upload(ctx, nodes.BytesSource([]byte(line)), path, nodes.FileOptions{Mode: 0o755, Privileged: true})

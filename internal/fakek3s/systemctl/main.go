@@ -119,6 +119,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return exitFailure
 		}
 	}
+	// A test may hold a verb at its gate, to kill its caller right there.
+	for _, n := range append([]string{""}, names...) {
+		waitGate(verb, n)
+	}
 	switch verb {
 	case "start":
 		return each(names, func(n string) int { return cmdStart(n, o, stderr) })
@@ -188,6 +192,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Unknown command verb '%s'.\n", verb)
 		return exitFailure
 	}
+}
+
+// waitGate blocks while the gate file GatePath(verb, unit) exists, with this
+// process's pid in GatePath(...)+".held" so a test can kill it there: the
+// moment a run of rack is cut off (Ctrl-C, a dropped link, a power cut)
+// between writing a node's files and restarting its service, or between an
+// edit of cmdline.txt and the reboot. A test-host stand-in's hook, not rack's.
+func waitGate(verb, unit string) {
+	gate := gatePath(verb, unit)
+	if _, err := os.Stat(gate); err != nil {
+		return
+	}
+	_ = os.WriteFile(gate+".held", []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	for {
+		if _, err := os.Stat(gate); err != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// gatePath is stateDir/gate-<verb>[-<unit>].
+func gatePath(verb, unit string) string {
+	if unit == "" {
+		return filepath.Join(stateDir, "gate-"+verb)
+	}
+	return filepath.Join(stateDir, "gate-"+verb+"-"+unit)
 }
 
 // each runs f for every unit and returns the last failure.

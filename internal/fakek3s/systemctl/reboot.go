@@ -86,6 +86,9 @@ func rebootHelper() int {
 	if err := newBootID(); err != nil {
 		logf("boot id: %v", err)
 	}
+	if err := piCgroups(); err != nil {
+		logf("memory cgroup: %v", err)
+	}
 	time.Sleep(time.Second)
 	if config != "" {
 		cmd := exec.Command(sshdPath, "-f", config, "-E", filepath.Join(stateDir, "sshd.log"))
@@ -210,6 +213,44 @@ func newBootID() error {
 	_ = exec.Command("umount", procBootID).Run()
 	if out, err := exec.Command("mount", "--bind", file, procBootID).CombinedOutput(); err != nil {
 		return fmt.Errorf("mount --bind %s: %v: %s", procBootID, err, out)
+	}
+	return nil
+}
+
+// piCgroups models what a Raspberry Pi's kernel does at boot: the memory
+// cgroup is on only when cmdline.txt asks for it (cgroup_enable=memory), as
+// seen in /proc/cgroups. testrack's MakePi starts a Pi with it off.
+func piCgroups() error {
+	model, err := os.ReadFile("/sys/firmware/devicetree/base/model")
+	if err != nil || !bytes.HasPrefix(model, []byte("Raspberry Pi")) {
+		return nil
+	}
+	cmdline, _ := os.ReadFile("/boot/firmware/cmdline.txt")
+	on := "0"
+	if bytes.Contains(cmdline, []byte("cgroup_enable=memory")) {
+		on = "1"
+	}
+	file := filepath.Join(stateDir, "cgroups")
+	// The kernel's own table, under the bind mount of an earlier boot.
+	_ = exec.Command("umount", "/proc/cgroups").Run()
+	real, err := os.ReadFile("/proc/cgroups")
+	if err != nil {
+		return err
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimRight(string(real), "\n"), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 4 && f[0] == "memory" {
+			f[3] = on
+			line = strings.Join(f, "\t")
+		}
+		out = append(out, line)
+	}
+	if err := os.WriteFile(file, []byte(strings.Join(out, "\n")+"\n"), 0o444); err != nil {
+		return err
+	}
+	if out, err := exec.Command("mount", "--bind", file, "/proc/cgroups").CombinedOutput(); err != nil {
+		return fmt.Errorf("mount --bind %s /proc/cgroups: %v: %s", file, err, out)
 	}
 	return nil
 }
