@@ -14,7 +14,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-
 )
 
 // Marker is the folder hostile strings try to create files in; Check looks
