@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Builds the test rack's Kubernetes binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, kube-proxy and kubectl from k8s.io/kubernetes, and kwok)
-# into a git-ignored cache keyed by the wrapper module, and installs Debian's etcd.
+# kube-scheduler, kubelet, kube-proxy and kubectl from k8s.io/kubernetes, kwok, and
+# k3s' SQLite datastore kine) into a git-ignored cache keyed by the wrapper modules,
+# and installs Debian's etcd and etcdctl.
 # All of them come from ONE `go build`: they share most packages, and a single
 # build compiles each shared package once (cold: see the README's timings).
 # Prints the folder holding the binaries on its last line.
+#
+#   build-controlplane.sh kubelet VERSION
+# builds a kubelet that reports VERSION (as k3s' embedded kubelet reports the
+# k3s version) for the test rack's real nodes, and prints its path. Only the
+# link step differs from the plain kubelet's build: about a minute warm.
 set -euo pipefail
 cd "$(dirname "$0")/tools"
 K8S_VERSION=$(awk '$1=="k8s.io/kubernetes"{print $2}' go.mod)
-key=$(cat go.mod go.sum tools.go | sha256sum | cut -c1-12)
+key=$(cat go.mod go.sum tools.go kine/go.mod kine/go.sum kine/tools.go | sha256sum | cut -c1-12)
 out="${CACHE_DIR:-$(cd ../.. && pwd)/.cache}/controlplane/${K8S_VERSION}-${key}"
 mkdir -p "$out"
 
@@ -24,6 +30,23 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
 	echo "== installing ${need_pkgs[*]}" >&2
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null; }
+fi
+
+if [ "${1:-}" = kubelet ]; then
+	v=${2:?usage: build-controlplane.sh kubelet VERSION}
+	case "$v" in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "kubelet version $v: expected vX.Y.Z[+k3sN]" >&2; exit 2 ;; esac
+	if [ ! -x "$out/kubelet-$v" ]; then
+		minor=${v#v1.}
+		minor=${minor%%.*}
+		echo "== building a kubelet that reports $v" >&2
+		tmp=$(mktemp -d "$out/.build.XXXXXX")
+		trap 'rm -rf "$tmp"' EXIT
+		go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+			-o "$tmp/kubelet" k8s.io/kubernetes/cmd/kubelet
+		mv -f "$tmp/kubelet" "$out/kubelet-$v"
+	fi
+	echo "$out/kubelet-$v"
+	exit 0
 fi
 
 bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kwok)
@@ -44,5 +67,12 @@ if [ $missing -eq 1 ]; then
 		k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl \
 		sigs.k8s.io/kwok/cmd/kwok
 	for b in "${bins[@]}"; do mv -f "$tmp/$b" "$out/$b"; done
+fi
+if [ ! -x "$out/kine" ]; then
+	echo "== building kine (k3s' SQLite datastore)" >&2
+	tmp=$(mktemp -d "$out/.build.XXXXXX")
+	trap 'rm -rf "$tmp"' EXIT
+	(cd kine && go build -trimpath -ldflags "-s -w" -o "$tmp/kine" github.com/k3s-io/kine)
+	mv -f "$tmp/kine" "$out/kine"
 fi
 echo "$out"

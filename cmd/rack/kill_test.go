@@ -127,7 +127,7 @@ func planText(t *testing.T, lab *testlab.Lab) string {
 
 func kubeletVersion(t *testing.T, lab *testlab.Lab, node string) string {
 	t.Helper()
-	n, err := lab.Cluster.Clientset().CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+	n, err := lab.Clientset().CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,7 +70,7 @@ func build(ctx context.Context, pkg, name, ldflags string) (string, error) {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00", pkg, ldflags, strings.TrimSpace(string(goVersion)))
-	if err := hashSources(h, root); err != nil {
+	if err := hashSources(ctx, h, root, "./internal/fakek3s/"+pkg); err != nil {
 		return "", err
 	}
 	key := hex.EncodeToString(h.Sum(nil))[:16]
@@ -127,22 +126,29 @@ func pruneCache(parent, pkg, keep string) {
 	}
 }
 
-// hashSources feeds go.mod, go.sum and every non-test Go file under
-// internal/fakek3s into h. The fake binaries import nothing else from this
-// module (keep it that way, or add the package here).
-func hashSources(h interface{ Write([]byte) (int, error) }, root string) error {
+// hashSources feeds go.mod, go.sum and every non-test Go file of the
+// module's packages the binary imports (go list -deps) into h.
+func hashSources(ctx context.Context, h interface{ Write([]byte) (int, error) }, root, pkg string) error {
+	cmd := exec.CommandContext(ctx, "go", "list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}", pkg)
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("go list -deps %s: %w", pkg, err)
+	}
 	files := []string{filepath.Join(root, "go.mod"), filepath.Join(root, "go.sum")}
-	err := filepath.WalkDir(filepath.Join(root, "internal", "fakek3s"), func(p string, d fs.DirEntry, err error) error {
+	for _, dir := range strings.Fields(string(out)) {
+		if !strings.HasPrefix(dir, root+string(filepath.Separator)) {
+			continue // a module from the cache: go.sum pins it
+		}
+		ents, err := os.ReadDir(dir)
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
-			files = append(files, p)
+		for _, e := range ents {
+			if !e.IsDir() && strings.HasSuffix(e.Name(), ".go") && !strings.HasSuffix(e.Name(), "_test.go") {
+				files = append(files, filepath.Join(dir, e.Name()))
+			}
 		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	sort.Strings(files)
 	for _, f := range files {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
 	"github.com/homelab/rack/internal/testcluster"
+	"github.com/homelab/rack/internal/testpki"
 )
 
 // Host is what the helpers need of a test host; *testrack.Host has it.
@@ -126,23 +127,36 @@ func sshdEnv(pid int) ([]byte, error) {
 	return fmt.Appendf(nil, "SSHD_PIDFILE=%s\nSSHD_CONFIG=%s\n", pidFile, config), nil
 }
 
-// WriteControlPlane writes the control plane description the fake k3s
-// reads (cpfile.DefaultPath) on a host. rack never touches this file.
-func WriteControlPlane(h Host, c *testcluster.Cluster) error {
-	cp := ControlPlaneOf(c)
+// WriteControlPlane writes the test rack's description the fake k3s reads
+// (cpfile.DefaultPath) on a host. rack never touches this file.
+func WriteControlPlane(h Host, cp *cpfile.ControlPlane) error {
 	return h.WriteFile(cpfile.DefaultPath, cp.Marshal(), 0o600)
 }
 
-// ControlPlaneOf describes a test cluster for the fake k3s.
-func ControlPlaneOf(c *testcluster.Cluster) *cpfile.ControlPlane {
-	return &cpfile.ControlPlane{
-		URL:      c.URL,
-		CAPEM:    string(c.CAPEM),
-		CAKeyPEM: string(c.CAKeyPEM),
-		CertPEM:  string(c.AdminCertPEM),
-		KeyPEM:   string(c.AdminKeyPEM),
-		EtcdURL:  c.EtcdURL,
+// NewControlPlane makes a cluster's secrets (CA, admin certificate, service
+// account keys) and names the binaries its servers run: what k3s' first
+// server generates and keeps in its datastore for the others.
+func NewControlPlane(b testcluster.Binaries) (*cpfile.ControlPlane, error) {
+	ca, err := testpki.NewCA("k3s-server-ca")
+	if err != nil {
+		return nil, err
 	}
+	admin, err := ca.Issue(testpki.Spec{CN: "system:admin", Orgs: []string{"system:masters"}})
+	if err != nil {
+		return nil, err
+	}
+	saKey, saPub, err := testpki.ServiceAccountKey()
+	if err != nil {
+		return nil, err
+	}
+	return &cpfile.ControlPlane{
+		CAPEM: string(ca.CertPEM), CAKeyPEM: string(ca.KeyPEM),
+		CertPEM: string(admin.CertPEM), KeyPEM: string(admin.KeyPEM),
+		SAKeyPEM: string(saKey), SAPubPEM: string(saPub),
+		Bin: cpfile.Binaries{Etcd: b.Etcd, Etcdctl: b.Etcdctl, Kine: b.Kine,
+			APIServer: b.APIServer, ControllerManager: b.ControllerManager, Scheduler: b.Scheduler,
+			Kubelet: b.Kubelet, KubeProxy: b.KubeProxy},
+	}, nil
 }
 
 func unitName(u string) string {

@@ -26,6 +26,10 @@ const modulePath = "github.com/homelab/rack"
 // Binaries are the executables of a control plane.
 type Binaries struct {
 	Etcd, APIServer, ControllerManager, Scheduler, Kwok string
+	// Etcdctl, Kine (k3s' SQLite datastore), Kubelet, KubeProxy and Kubectl
+	// serve the test rack's fake k3s servers, its real nodes, and
+	// side-by-side benchmarks.
+	Etcdctl, Kine, Kubelet, KubeProxy, Kubectl string
 	// KwokStages is kwok's configuration: the default node and pod stages
 	// (kwok has none built in; kwokctl normally supplies them).
 	KwokStages []byte
@@ -59,16 +63,25 @@ func FindBinaries(ctx context.Context, logf func(string, ...any)) (Binaries, err
 		ControllerManager: filepath.Join(dir, "kube-controller-manager"),
 		Scheduler:         filepath.Join(dir, "kube-scheduler"),
 		Kwok:              filepath.Join(dir, "kwok"),
+		Kine:              filepath.Join(dir, "kine"),
+		Kubelet:           filepath.Join(dir, "kubelet"),
+		KubeProxy:         filepath.Join(dir, "kube-proxy"),
+		Kubectl:           filepath.Join(dir, "kubectl"),
 	}
-	for _, p := range []string{b.APIServer, b.ControllerManager, b.Scheduler, b.Kwok} {
+	for _, p := range []string{b.APIServer, b.ControllerManager, b.Scheduler, b.Kwok, b.Kine, b.Kubelet, b.KubeProxy, b.Kubectl} {
 		if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
 			return Binaries{}, fmt.Errorf("%w: %s is missing or not executable", errNoBinaries, p)
 		}
 	}
-	b.Etcd = filepath.Join(dir, "etcd")
-	if _, err := os.Stat(b.Etcd); err != nil {
-		if b.Etcd, err = exec.LookPath("etcd"); err != nil {
-			return Binaries{}, fmt.Errorf("%w: etcd not found (apt-get install etcd-server)", errNoBinaries)
+	for _, e := range []struct {
+		p         *string
+		name, pkg string
+	}{{&b.Etcd, "etcd", "etcd-server"}, {&b.Etcdctl, "etcdctl", "etcd-client"}} {
+		*e.p = filepath.Join(dir, e.name)
+		if _, err := os.Stat(*e.p); err != nil {
+			if *e.p, err = exec.LookPath(e.name); err != nil {
+				return Binaries{}, fmt.Errorf("%w: %s not found (apt-get install %s)", errNoBinaries, e.name, e.pkg)
+			}
 		}
 	}
 	stages, err := kwokStages(ctx, dir, root)
@@ -114,10 +127,25 @@ func moduleOf(gomod []byte) string {
 	return ""
 }
 
+// StampedKubelet is a kubelet that reports version, as k3s' embedded one
+// reports the k3s version: what the test rack's real nodes run, so that a
+// Node's kubelet version says which "k3s" it runs. Built (a link, about a
+// minute when the build cache is warm) and cached once per version.
+func StampedKubelet(ctx context.Context, version string, logf func(string, ...any)) (string, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return buildControlPlane(ctx, root, logf, "kubelet", version)
+}
+
 // buildControlPlane runs the build script under a machine-wide lock: the
 // script is not safe to run twice at once (both would write the same
 // temporary binaries), and test packages run concurrently.
-func buildControlPlane(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
+func buildControlPlane(ctx context.Context, root string, logf func(string, ...any), args ...string) (string, error) {
 	state, err := stateRoot()
 	if err != nil {
 		return "", err
@@ -128,7 +156,7 @@ func buildControlPlane(ctx context.Context, root string, logf func(string, ...an
 	}
 	defer lock.Unlock()
 	script := filepath.Join(root, "scripts", "build-controlplane.sh")
-	cmd := exec.CommandContext(ctx, script)
+	cmd := exec.CommandContext(ctx, script, args...)
 	cmd.Dir = root
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout

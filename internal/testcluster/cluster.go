@@ -330,7 +330,8 @@ func start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := c.spawn("kwok", b.Kwok,
 		"--kubeconfig="+c.path("kwok.kubeconfig"),
 		"--config="+c.path("kwok-stages.yaml"),
-		"--manage-all-nodes=true",
+		// Nodes a real kubelet registered (internal/noderuntime) are its own.
+		"--manage-nodes-with-label-selector=!"+RealKubeletLabel,
 		"--cidr="+ClusterCIDR,
 		"--node-lease-duration-seconds=40",
 	); err != nil {

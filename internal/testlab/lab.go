@@ -18,12 +18,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homelab/rack/internal/testenv"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/homelab/rack/internal/fakek3s"
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
+	"github.com/homelab/rack/internal/images"
 	"github.com/homelab/rack/internal/testcluster"
+	"github.com/homelab/rack/internal/testenv"
+	"github.com/homelab/rack/internal/testnet"
 	"github.com/homelab/rack/internal/testrack"
+	"github.com/homelab/rack/nodes"
 )
 
 // Node is one machine of the lab and how the inventory describes it.
@@ -37,6 +42,9 @@ type Node struct {
 	LonghornPath string
 	LocalPV      string // a local volume folder, e.g. /storage (any string: it is quoted)
 	Labels       map[string]string
+	// Real runs a real kubelet, containerd and kube-proxy on the host
+	// (internal/noderuntime): pods really run there. Others are kwok's.
+	Real bool
 }
 
 // Spec is the lab to build.
@@ -62,15 +70,21 @@ type Spec struct {
 
 // Lab is a running test rack and the inventory for it.
 type Lab struct {
-	Spec      Spec
-	Rack      *testrack.Rack
-	Cluster   *testcluster.Cluster
+	Spec Spec
+	Rack *testrack.Rack
+	// CP holds the cluster's CA, admin credentials and service account
+	// keys, which the fake k3s servers share (as k3s' datastore does).
+	CP        *cpfile.ControlPlane
 	Dir       string
 	Inventory string // path of the inventory file
 	Airgap    string // folder with the fake k3s per arch
 	// Kubeconfig is where rack merges the cluster's context (KUBECONFIG).
 	Kubeconfig string
-	hosts      map[string]*testrack.Host
+	// Images are the images real nodes import (when the lab has any).
+	Images  images.Set
+	hosts   map[string]*testrack.Host
+	unroute func() error
+	kwok    *testcluster.Kwok
 }
 
 // New starts a lab for a test; everything stops when the test ends.
@@ -133,17 +147,31 @@ func Start(ctx context.Context, spec Spec) (lab *Lab, err error) {
 			_ = lab.Close()
 		}
 	}()
-	var sans []string
 	for i, n := range spec.Nodes {
 		lab.hosts[n.Name] = rack.Hosts[i]
-		sans = append(sans, rack.Hosts[i].Addr)
 	}
-	lab.Cluster, err = testcluster.Start(ctx, testcluster.Options{
-		BindAddress: testrack.BridgeAddr, SANs: sans, Logf: spec.Logf,
-		StateDir: filepath.Join(spec.Dir, "controlplane"),
-	})
+	// The cluster's networks stay on this machine while the lab lives.
+	if lab.unroute, err = testnet.Hold(ctx); err != nil {
+		return lab, err
+	}
+	bins, err := testcluster.FindBinaries(ctx, spec.Logf)
 	if err != nil {
 		return lab, err
+	}
+	// The cluster's secrets, as k3s' first server would make them: every
+	// server gets them, and tests talk to the API with its admin identity.
+	if lab.CP, err = fakek3s.NewControlPlane(bins); err != nil {
+		return lab, err
+	}
+	if lab.real() {
+		set, err := images.Find(ctx, spec.Logf)
+		if err != nil {
+			return lab, err
+		}
+		for _, img := range set.Images {
+			lab.CP.Images = append(lab.CP.Images, img.Tar)
+		}
+		lab.Images = set
 	}
 	for _, h := range rack.Hosts {
 		if err := fakek3s.InstallInit(ctx, h); err != nil {
@@ -152,9 +180,12 @@ func Start(ctx context.Context, spec Spec) (lab *Lab, err error) {
 		if err := fakek3s.InstallAptGet(ctx, h); err != nil {
 			return lab, fmt.Errorf("%s: %w", h.Name, err)
 		}
-		if err := fakek3s.WriteControlPlane(h, lab.Cluster); err != nil {
-			return lab, fmt.Errorf("%s: %w", h.Name, err)
-		}
+	}
+	// kwok keeps the Nodes without a real kubelet Ready, as long as the lab
+	// lives, through whichever API server the inventory's first server runs.
+	lab.kwok, err = testcluster.RunKwok(bins, filepath.Join(spec.Dir, "kwok"), lab.APIURL(), []byte(lab.CP.CAPEM), []byte(lab.CP.CertPEM), []byte(lab.CP.KeyPEM))
+	if err != nil {
+		return lab, err
 	}
 	lab.Airgap = filepath.Join(spec.Dir, "airgap")
 	if err := lab.AddVersion(ctx, spec.Version); err != nil {
@@ -174,6 +205,20 @@ func Start(ctx context.Context, spec Spec) (lab *Lab, err error) {
 func (l *Lab) AddVersion(ctx context.Context, version string) error {
 	bin, err := fakek3s.BuildK3s(ctx, version, cpfile.DefaultPath)
 	if err != nil {
+		return err
+	}
+	if l.real() {
+		// A real node's kubelet reports the k3s version, as k3s' does.
+		kubelet, err := testcluster.StampedKubelet(ctx, version, l.Spec.Logf)
+		if err != nil {
+			return err
+		}
+		if l.CP.Bin.Kubelets == nil {
+			l.CP.Bin.Kubelets = map[string]string{}
+		}
+		l.CP.Bin.Kubelets[version] = kubelet
+	}
+	if err := l.writeControlPlanes(); err != nil {
 		return err
 	}
 	data, err := os.ReadFile(bin)
@@ -204,6 +249,31 @@ func (l *Lab) AddVersion(ctx context.Context, version string) error {
 		}
 	}
 	l.Spec.Version = version
+	return nil
+}
+
+func (l *Lab) real() bool {
+	for _, n := range l.Spec.Nodes {
+		if n.Real {
+			return true
+		}
+	}
+	return false
+}
+
+// writeControlPlanes writes every host's description of the test rack
+// (which binaries, whether it runs a real node).
+func (l *Lab) writeControlPlanes() error {
+	for _, n := range l.Spec.Nodes {
+		cp := *l.CP
+		cp.RealNode = n.Real
+		if !n.Real {
+			cp.Images = nil
+		}
+		if err := fakek3s.WriteControlPlane(l.hosts[n.Name], &cp); err != nil {
+			return fmt.Errorf("%s: %w", n.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -265,11 +335,63 @@ func (l *Lab) WriteInventory(extra string) error {
 // Close stops everything the lab started.
 func (l *Lab) Close() error {
 	var errs []error
-	if l.Cluster != nil {
-		errs = append(errs, l.Cluster.Close())
+	if l.kwok != nil {
+		l.kwok.Stop()
 	}
 	if l.Rack != nil {
 		errs = append(errs, l.Rack.Close())
 	}
+	if l.unroute != nil {
+		errs = append(errs, l.unroute())
+	}
 	return errors.Join(errs...)
+}
+
+// FirstServer is the node every other joins, whose API server the lab's
+// clients and kwok use (the inventory's default apiEndpoint).
+func (l *Lab) FirstServer() string {
+	for _, n := range l.Spec.Nodes {
+		if n.Role == "server" {
+			return n.Name
+		}
+	}
+	return ""
+}
+
+// APIURL is the first server's API server.
+func (l *Lab) APIURL() string {
+	return "https://" + l.hosts[l.FirstServer()].Addr + ":6443"
+}
+
+// RESTConfig is an admin client configuration for the cluster (through
+// the first server).
+func (l *Lab) RESTConfig() *rest.Config {
+	return &rest.Config{Host: l.APIURL(), QPS: 100, Burst: 200,
+		TLSClientConfig: rest.TLSClientConfig{CAData: []byte(l.CP.CAPEM), CertData: []byte(l.CP.CertPEM), KeyData: []byte(l.CP.KeyPEM)}}
+}
+
+// Clientset is an admin clientset for the cluster.
+func (l *Lab) Clientset() *kubernetes.Clientset {
+	cs, err := kubernetes.NewForConfig(l.RESTConfig())
+	if err != nil {
+		panic(fmt.Sprintf("testlab: clientset: %v", err)) // only for a malformed config, a bug here
+	}
+	return cs
+}
+
+// EtcdMembers lists the etcd members as the named server's etcd sees them
+// (their names), through etcdctl on that host.
+func (l *Lab) EtcdMembers(ctx context.Context, server string) ([]string, error) {
+	out, err := l.hosts[server].Exec(ctx, "ETCDCTL_API=3 "+nodes.Quote(l.CP.Bin.Etcdctl)+" --endpoints http://127.0.0.1:2379 --dial-timeout 5s member list")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Split(line, ", "); len(f) >= 3 {
+			names = append(names, f[2])
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }

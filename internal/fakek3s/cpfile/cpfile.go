@@ -1,7 +1,10 @@
-// Package cpfile is the description of the test control plane that a fake
-// k3s stands in front of. Tests write it on every test host; rack never
-// reads or writes it. It is its own package so the fake binaries can use it
-// without linking the test helpers.
+// Package cpfile describes, for a fake k3s on a test host, the test rack it
+// runs in: the cluster's CA (a k3s server keeps its CA in the datastore and
+// shares it with every server; the test rack hands it to each host instead),
+// the admin credentials tests use, and where the Kubernetes binaries a k3s
+// server or a real node runs are. Tests write it on every test host; rack
+// never reads or writes it. It is its own package so the fake binaries can
+// use it without linking the test helpers.
 package cpfile
 
 import (
@@ -16,19 +19,36 @@ const DefaultPath = "/etc/rancher/.fake/controlplane.json"
 
 // ControlPlane is the file's content.
 type ControlPlane struct {
-	// URL is kube-apiserver's address as seen from the test hosts.
-	URL string `json:"url"`
-	// CAPEM is the cluster CA; it verifies the apiserver's certificate.
-	CAPEM string `json:"caPEM"`
+	// CAPEM and CAKeyPEM are the cluster CA: it signs every certificate a
+	// server serves or hands out (API server, controllers, kubelets).
+	CAPEM    string `json:"caPEM"`
+	CAKeyPEM string `json:"caKeyPEM"`
 	// CertPEM and KeyPEM are an admin client certificate (system:masters):
-	// what k3s.yaml carries and what the fake uses to register its Node.
+	// what k3s.yaml carries, so tests and rack use the same credentials.
 	CertPEM string `json:"certPEM"`
 	KeyPEM  string `json:"keyPEM"`
-	// CAKeyPEM signs the client certificate each node's kubelet registers
-	// with (system:node:<name>), as a k3s server signs its agents'.
-	CAKeyPEM string `json:"caKeyPEM"`
-	// EtcdURL is the test etcd's client URL, for a future etcd-snapshot.
-	EtcdURL string `json:"etcdURL,omitempty"`
+	// SAKeyPEM and SAPubPEM sign and check service account tokens; every
+	// server of a cluster must use the same pair.
+	SAKeyPEM string `json:"saKeyPEM"`
+	SAPubPEM string `json:"saPubPEM"`
+	// Bin are the binaries a server runs (and a real node's).
+	Bin Binaries `json:"bin"`
+	// RealNode makes this host run a real kubelet, containerd and
+	// kube-proxy (internal/noderuntime) instead of leaving its Node to kwok.
+	RealNode bool `json:"realNode,omitempty"`
+	// Images are OCI image tars a real node imports into containerd.
+	Images []string `json:"images,omitempty"`
+}
+
+// Binaries are paths on the machine (test hosts share its file system).
+type Binaries struct {
+	Etcd, Etcdctl, Kine                     string
+	APIServer, ControllerManager, Scheduler string
+	// Kubelet and KubeProxy are needed only with RealNode. Kubelets are
+	// kubelets stamped with a k3s version (as k3s' embedded kubelet reports
+	// it), by version; Kubelet is the plain one.
+	Kubelet, KubeProxy string            `json:",omitempty"`
+	Kubelets           map[string]string `json:",omitempty"`
 }
 
 // Read loads and checks a control-plane file.
@@ -41,8 +61,8 @@ func Read(path string) (*ControlPlane, error) {
 	if err := json.Unmarshal(b, &cp); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if cp.URL == "" || cp.CAPEM == "" || cp.CertPEM == "" || cp.KeyPEM == "" || cp.CAKeyPEM == "" {
-		return nil, fmt.Errorf("%s: url, caPEM, caKeyPEM, certPEM and keyPEM are all required", path)
+	if cp.CAPEM == "" || cp.CAKeyPEM == "" || cp.CertPEM == "" || cp.KeyPEM == "" || cp.SAKeyPEM == "" || cp.SAPubPEM == "" {
+		return nil, fmt.Errorf("%s: caPEM, caKeyPEM, certPEM, keyPEM, saKeyPEM and saPubPEM are all required", path)
 	}
 	return &cp, nil
 }

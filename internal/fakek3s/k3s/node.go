@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,7 +18,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -116,44 +114,41 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 		return err
 	}
 
-	var forwarder net.Listener
-	if isServer {
-		port := s.str("https-listen-port")
-		if port == "" {
-			port = "6443"
-		}
-		forwarder, err = net.Listen("tcp", net.JoinHostPort(s.str("bind-address"), port))
-		if err != nil {
-			return fmt.Errorf("starting kubernetes: %w", err)
-		}
-		defer forwarder.Close()
-		upstream, err := hostPort(cp.URL)
-		if err != nil {
-			return err
-		}
-		go forward(forwarder, upstream, log)
-		log.infof("Running kube-apiserver on https://%s (forwarded to the test control plane)", forwarder.Addr())
+	n, err := describeNode(s, role)
+	if err != nil {
+		return err
 	}
-
 	localURL := ""
+	var srv *server
 	if isServer {
-		localURL = "https://127.0.0.1:" + strconv.Itoa(forwarder.Addr().(*net.TCPAddr).Port)
+		srv = &server{dir: filepath.Join(dataDir, "server"), nodeName: n.name, nodeIP: n.internalIP(), log: log}
+		defer srv.stop()
+		localURL = "https://127.0.0.1:" + apiPort
 	}
 	if serverURL != "" {
+		// A joining node first proves the server is the cluster's and the
+		// token is right; a server then joins its datastore.
 		if err := join(ctx, serverURL, cp, isServer, tok, log); err != nil {
 			return err
 		}
-	} else {
-		api, err := newAPIClient(localURL, cp)
+	}
+	if isServer {
+		etcd, err := srv.startDatastore(ctx, s, cp.Bin)
 		if err != nil {
 			return err
 		}
-		if err := initCluster(ctx, api, tok, agentTok, log); err != nil {
+		if err := srv.startControlPlane(ctx, s, cp, etcd); err != nil {
 			return err
 		}
-	}
-
-	if isServer {
+		if serverURL == "" {
+			api, err := newAPIClient(localURL, cp)
+			if err != nil {
+				return err
+			}
+			if err := initCluster(ctx, api, tok, agentTok, log); err != nil {
+				return err
+			}
+		}
 		if err := writeServerFiles(s, dataDir, caHash, tok, agentTok, cp, localURL); err != nil {
 			return err
 		}
@@ -163,18 +158,23 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 	if !isServer {
 		apiBase = serverURL
 	}
-	n, err := describeNode(s, role)
-	if err != nil {
-		return err
-	}
 	// The kubelet registers under its own identity; the server's node-role
 	// labels come from k3s' server side, with the admin's.
-	kubelet, err := nodeClient(apiBase, cp, n.name)
-	if err != nil {
-		return err
-	}
-	if err := retry(ctx, log, "register node "+n.name, func() error { return registerNode(ctx, kubelet, n) }); err != nil {
-		return err
+	if cp.RealNode {
+		rt, err := startRealNode(ctx, s, cp, n, apiBase, dataDir, log)
+		if err != nil {
+			return err
+		}
+		// `systemctl stop k3s` leaves containers running, as k3s does.
+		defer rt.Stop(context.Background())
+	} else {
+		kubelet, err := nodeClient(apiBase, cp, n.name)
+		if err != nil {
+			return err
+		}
+		if err := retry(ctx, log, "register node "+n.name, func() error { return registerNode(ctx, kubelet, n) }); err != nil {
+			return err
+		}
 	}
 	if isServer {
 		admin, err := newAPIClient(apiBase, cp)
@@ -188,6 +188,9 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 	log.infof("Node %s registered (kubelet %s)", n.name, version)
 	notifyReady(log)
 	log.infof("k3s %s is up and running", role)
+	if srv != nil {
+		return srv.watch(ctx)
+	}
 	<-ctx.Done()
 	return nil
 }
@@ -433,6 +436,12 @@ func localPort(u string) string {
 }
 
 func kubeconfigYAML(server string, cp *cpfile.ControlPlane) []byte {
+	return kubeconfigFor(server, cp.CAPEM, cp.CertPEM, cp.KeyPEM)
+}
+
+// kubeconfigFor is a kubeconfig with client-certificate credentials, in the
+// layout k3s writes.
+func kubeconfigFor(server, caPEM, certPEM, keyPEM string) []byte {
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	return fmt.Appendf(nil, `apiVersion: v1
 clusters:
@@ -453,7 +462,7 @@ users:
   user:
     client-certificate-data: %s
     client-key-data: %s
-`, b64(cp.CAPEM), server, b64(cp.CertPEM), b64(cp.KeyPEM))
+`, b64(caPEM), server, b64(certPEM), b64(keyPEM))
 }
 
 // writeFile replaces path atomically with the given mode (not filtered by
@@ -467,41 +476,6 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// forward accepts connections on l and pipes each to upstream, so that
-// https://<host>:6443 is the test control plane, TLS and all.
-func forward(l net.Listener, upstream string, log *logger) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return // listener closed at shutdown
-		}
-		go func() {
-			defer c.Close()
-			u, err := net.DialTimeout("tcp", upstream, 5*time.Second)
-			if err != nil {
-				log.warnf("Proxy to kube-apiserver at %s: %v", upstream, err)
-				return
-			}
-			defer u.Close()
-			var wg sync.WaitGroup
-			wg.Go(func() { pipe(u, c) })
-			pipe(c, u)
-			wg.Wait()
-		}()
-	}
-}
-
-// pipe copies until EOF and then half-closes dst, so each direction ends
-// on its own like on a direct connection.
-func pipe(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
-	if tc, ok := dst.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-	} else {
-		_ = dst.Close()
-	}
 }
 
 // notifyReady tells the service manager the node is up (Type=notify).

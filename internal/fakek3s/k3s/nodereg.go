@@ -354,3 +354,13 @@ func subMap(m map[string]any, key string) map[string]any {
 	m[key] = v
 	return v
 }
+
+// internalIP is the node's first InternalIP.
+func (n *nodeSpec) internalIP() string {
+	for _, a := range n.addresses {
+		if a.Type == "InternalIP" {
+			return a.Address
+		}
+	}
+	return ""
+}

@@ -1,0 +1,130 @@
+package images
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// EnvImagesDir names a built image set (a folder with images.json) to use
+// instead of running scripts/build-images.sh.
+const EnvImagesDir = "RACK_IMAGES_DIR"
+
+// ErrUnavailable marks a machine where the images cannot be had (no source
+// tree, the build script missing), which tests turn into a skip.
+var ErrUnavailable = errors.New("images: image set unavailable")
+
+// Find returns the image set: $RACK_IMAGES_DIR when set, else what
+// scripts/build-images.sh prints on its last line. The script builds on the
+// first call (MetalLB and Traefik from their Go modules: minutes) and
+// answers from its cache afterwards. Progress lines go to logf.
+func Find(ctx context.Context, logf func(string, ...any)) (Set, error) {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if dir := os.Getenv(EnvImagesDir); dir != "" {
+		return ReadSet(dir)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return Set{}, fmt.Errorf("%w: %v, and %s is not set", ErrUnavailable, err, EnvImagesDir)
+	}
+	dir, err := runBuild(ctx, root, logf)
+	if err != nil {
+		return Set{}, err
+	}
+	return ReadSet(dir)
+}
+
+// runBuild runs the script under a machine-wide lock: test packages run
+// concurrently, and two cold builds at once would only halve each other's
+// speed.
+func runBuild(ctx context.Context, root string, logf func(string, ...any)) (string, error) {
+	cache := os.Getenv("CACHE_DIR")
+	if cache == "" {
+		cache = filepath.Join(root, ".cache")
+	}
+	if err := os.MkdirAll(filepath.Join(cache, "images"), 0o755); err != nil {
+		return "", err
+	}
+	unlock, err := lock(ctx, filepath.Join(cache, "images", "build.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	script := filepath.Join(root, "scripts", "build-images.sh")
+	if _, err := os.Stat(script); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	cmd := exec.CommandContext(ctx, script)
+	cmd.Dir = root
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	var last []string
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		logf("images: %s", sc.Text())
+		last = append(last, sc.Text())
+		if len(last) > 20 {
+			last = last[1:]
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return "", fmt.Errorf("%s: %v: %s", script, err, strings.Join(last, "\n"))
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	return strings.TrimSpace(lines[len(lines)-1]), nil
+}
+
+func lock(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for %s: %w", path, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// repoRoot finds rack's source tree from this file's location (kept here
+// rather than imported: mkimages links this package and should stay small).
+func repoRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("cannot find rack's source tree")
+	}
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	if _, err := os.Stat(filepath.Join(root, "scripts", "build-images.sh")); err != nil {
+		return "", fmt.Errorf("cannot find rack's source tree: %w", err)
+	}
+	return root, nil
+}

@@ -1,0 +1,169 @@
+package noderuntime
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Admin is a client identity allowed to create and approve
+// CertificateSigningRequests (the fake k3s's system:masters certificate).
+type Admin struct {
+	URL                    string
+	CAPEM, CertPEM, KeyPEM []byte
+}
+
+// Signers the controller-manager signs with the cluster CA.
+const (
+	SignerKubelet = "kubernetes.io/kube-apiserver-client-kubelet"
+	SignerClient  = "kubernetes.io/kube-apiserver-client"
+)
+
+// NodeCerts fills cfg's kubelet (system:node:<NodeName> in system:nodes) and
+// kube-proxy (system:kube-proxy) certificates through the certificates API,
+// as a k3s server issues its agents' certificates: the caller needs admin
+// credentials only, not the CA key.
+func NodeCerts(ctx context.Context, admin Admin, cfg *Config) error {
+	var err error
+	cfg.KubeletCertPEM, cfg.KubeletKeyPEM, err = RequestClientCert(ctx, admin, "system:node:"+cfg.NodeName, []string{"system:nodes"}, SignerKubelet)
+	if err != nil {
+		return err
+	}
+	cfg.ProxyCertPEM, cfg.ProxyKeyPEM, err = RequestClientCert(ctx, admin, "system:kube-proxy", nil, SignerClient)
+	return err
+}
+
+// RequestClientCert creates a CertificateSigningRequest for user cn in
+// groups orgs, approves it and waits for the controller-manager to sign it.
+func RequestClientCert(ctx context.Context, admin Admin, cn string, orgs []string, signer string) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn, Organization: orgs}}, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	hc, err := adminClient(admin)
+	if err != nil {
+		return nil, nil, err
+	}
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	name := strings.NewReplacer(":", "-").Replace(cn) + "-" + hex.EncodeToString(suffix)
+	base := strings.TrimSuffix(admin.URL, "/") + "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+	usages := []string{"digital signature", "client auth"}
+	if signer == SignerKubelet {
+		usages = []string{"digital signature", "key encipherment", "client auth"}
+	}
+	csr := map[string]any{
+		"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+		"metadata": map[string]any{"name": name},
+		"spec": map[string]any{
+			"request":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			"signerName": signer,
+			"usages":     usages,
+		},
+	}
+	if err := call(ctx, hc, http.MethodPost, base, csr, &csr); err != nil {
+		return nil, nil, fmt.Errorf("creating the CSR for %s: %w", cn, err)
+	}
+	defer func() { _ = call(context.Background(), hc, http.MethodDelete, base+"/"+name, nil, nil) }()
+	// Approval is a condition on the status, written through /approval;
+	// controllers touch a new CSR, so re-read it on a conflict.
+	for attempt := 0; ; attempt++ {
+		csr["status"] = map[string]any{"conditions": []map[string]any{{
+			"type": "Approved", "status": "True", "reason": "RackNodeRuntime", "message": "approved by the test rack's node runtime",
+		}}}
+		err := call(ctx, hc, http.MethodPut, base+"/"+name+"/approval", csr, nil)
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "409 Conflict") || attempt == 10 {
+			return nil, nil, fmt.Errorf("approving the CSR for %s: %w", cn, err)
+		}
+		if err := call(ctx, hc, http.MethodGet, base+"/"+name, nil, &csr); err != nil {
+			return nil, nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		var got struct {
+			Status struct {
+				Certificate []byte `json:"certificate"`
+			} `json:"status"`
+		}
+		if err := call(ctx, hc, http.MethodGet, base+"/"+name, nil, &got); err == nil && len(got.Status.Certificate) > 0 {
+			return got.Status.Certificate, keyPEM, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("CSR %s for %s not signed (is the controller-manager signing with the cluster CA?): %w", name, cn, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func adminClient(a Admin) (*http.Client, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(a.CAPEM) {
+		return nil, errors.New("admin CAPEM holds no certificate")
+	}
+	cert, err := tls.X509KeyPair(a.CertPEM, a.KeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}, nil
+}
+
+func call(ctx context.Context, hc *http.Client, method, url string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
