@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test rack needs, only when missing.
+# Installs the Debian packages the test rack needs, only when missing: OpenSSH
+# for the test hosts, etcd for the servers, containerd, runc, the CNI plugins,
+# iptables and conntrack for the hosts that run real pods, curl to reach them.
 set -euo pipefail
 need=()
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
@@ -8,6 +10,14 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+[ -x /usr/bin/containerd ] || need+=(containerd)
+[ -x /usr/sbin/runc ] || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -eq 0 ]; then
 	echo "== system packages: all present"
 	exit 0

@@ -18,6 +18,11 @@ scripts/build-pulumi.sh >/dev/null || { echo "building the pulumi CLI failed"; e
 # The kubernetes provider plugin those tests install (stacks/auto_test.go), likewise (about 20 minutes cold).
 echo "== pulumi kubernetes provider plugin (scripts/build-provider.sh)"
 scripts/build-provider.sh >/dev/null || { echo "building the pulumi kubernetes provider plugin failed"; exit 1; }
+# The container images the real-pods test rack runs (pause, rack's sample web
+# server, MetalLB, Traefik), built from Go modules and cached (about 15 minutes cold).
+echo "== test rack images (scripts/build-images.sh)"
+RACK_IMAGES_DIR=$(scripts/build-images.sh | tail -n 1) || { echo "building the test rack's images failed"; exit 1; }
+export RACK_IMAGES_DIR
 echo "== go test ./... (full log: $log)"
 go test -count=1 -v -timeout 40m ./... >"$log" 2>&1
 status=$?
