@@ -21,27 +21,34 @@ type Cmd struct {
 func Sh(script string, args ...string) Cmd { return Cmd{Script: script, Args: args} }
 
 // Line renders the command line an SSH session (or sudo) runs:
-// sh -c 'SCRIPT' rack 'ARG1' 'ARG2' …, where rack is $0. It refuses a NUL
-// byte, which no command line can carry.
+// sh -c WRAPPER 'SCRIPT' rack 'ARG1' 'ARG2' …, where rack is the script's $0.
+// It refuses a NUL byte, which no command line can carry.
 func (c Cmd) Line() (string, error) {
 	var b strings.Builder
 	b.WriteString("sh -c ")
-	b.WriteString(Quote(c.Script))
-	b.WriteString(" rack")
-	for i, a := range append([]string{c.Script}, c.Args...) {
+	b.WriteString(Quote(wrapper))
+	for i, a := range append([]string{c.Script, "rack"}, c.Args...) {
 		if strings.IndexByte(a, 0) >= 0 {
 			if i == 0 {
 				return "", fmt.Errorf("the script holds a NUL byte")
 			}
-			return "", fmt.Errorf("argument %d holds a NUL byte, which no command line can carry", i)
+			return "", fmt.Errorf("argument %d holds a NUL byte, which no command line can carry", i-1)
 		}
-		if i > 0 {
-			b.WriteByte(' ')
-			b.WriteString(Quote(a))
-		}
+		b.WriteByte(' ')
+		b.WriteString(Quote(a))
 	}
 	return b.String(), nil
 }
+
+// wrapper runs the script ("$0") with its arguments so that a cancelled
+// command really ends. rack cancels with SIGTERM, which sshd (or sudo, which
+// relays it) delivers to the shell only: a shell running a command in the
+// foreground neither passes it on nor handles it before that command ends,
+// so the command would go on without rack (measured with sudo here). The
+// script runs in the background of a shell that waits for it and turns a
+// TERM into a TERM for its whole process group; its stdin is the session's
+// (fd 3: a background job's would be /dev/null).
+const wrapper = `exec 3<&0; sh -c "$0" "$@" <&3 3<&- & trap 'trap - TERM HUP INT; kill -TERM 0' TERM HUP INT; wait $!`
 
 // String is the script, for messages; values are left out (they may be long).
 func (c Cmd) String() string { return c.Script }

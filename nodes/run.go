@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -113,14 +114,23 @@ func (h *Host) exec(ctx context.Context, line string, stdin io.Reader, stdout, s
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		// TERM lets the remote side clean up; closing the channel makes sure
-		// we do not wait for it.
-		sess.Signal(ssh.SIGTERM)
-		sess.Close()
-		<-done
+		// TERM lets the remote side clean up. sudo relays it to the command
+		// only while the session stays open: closing it at once leaves a
+		// privileged command running on the node. So wait a moment for the
+		// command to end, then close the channel regardless.
+		_ = sess.Signal(ssh.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(cancelGrace):
+			sess.Close()
+			<-done
+		}
 		return ctx.Err()
 	}
 }
+
+// cancelGrace is how long a cancelled command has to end after its TERM.
+const cancelGrace = 3 * time.Second
 
 // session opens an SSH session, reconnecting once if the connection died.
 func (h *Host) session(ctx context.Context) (*ssh.Session, error) {

@@ -3,6 +3,7 @@ package nodes
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -57,12 +58,16 @@ func TestRunCancelClosesSession(t *testing.T) {
 		cctx, cancel := context.WithCancel(ctx)
 		errc := make(chan error, 1)
 		go func() { errc <- h.Run(cctx, Sh(cmd), RunOptions{Privileged: privileged}) }()
-		waitFor(t, "the remote sleep to start", func() bool { return countProcs(cmd) > 0 })
+		// The sleep itself, by its argv (sh and sudo exec or wrap it).
+		waitFor(t, "the remote sleep to start", func() bool { return countProcs("sleep\x00313.25\x00") > 0 })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("privileged=%v: want context.Canceled, got %v", privileged, err)
 		}
-		waitFor(t, "the remote sleep to end", func() bool { return countProcs(cmd) == 0 })
+		if !waitUntilQuiet(func() bool { return countProcs("sleep\x00313.25\x00") == 0 }) {
+			out, _ := exec.Command("ps", "-eo", "pid,ppid,pgid,sid,stat,args").Output()
+			t.Fatalf("privileged=%v: the remote sleep still runs after the cancel:\n%s", privileged, grepLines(string(out), "sleep"))
+		}
 	}
 	// The connection stays usable.
 	if err := h.Run(ctx, Sh("true"), RunOptions{}); err != nil {
@@ -157,4 +162,25 @@ func assertIDs(t *testing.T, ctx context.Context, h *Host, unprivileged string) 
 	if out, err := h.Output(ctx, Sh("id -u"), RunOptions{}); err != nil || string(out) != unprivileged {
 		t.Errorf("unprivileged id -u = %q, %v (want %q)", out, err, unprivileged)
 	}
+}
+
+func waitUntilQuiet(cond func() bool) bool {
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) || strings.Contains(l, "PID") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
