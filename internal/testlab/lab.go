@@ -267,6 +267,7 @@ func (l *Lab) writeControlPlanes() error {
 	for _, n := range l.Spec.Nodes {
 		cp := *l.CP
 		cp.RealNode = n.Real
+		cp.PodNetwork = l.real()
 		if !n.Real {
 			cp.Images = nil
 		}
@@ -394,4 +395,16 @@ func (l *Lab) EtcdMembers(ctx context.Context, server string) ([]string, error) 
 	}
 	sort.Strings(names)
 	return names, nil
+}
+
+// AddVersionDir puts a fake k3s of version beside the inventory's, in the
+// airgap folder's subfolder named after it (<airgap>/<version>/, laid out
+// like the folder itself), which is where rack upgrade apply takes each
+// version of an upgrade path from. The folder itself and Spec.Version (what
+// the inventory installs) stay as they are; call it once per version.
+func (l *Lab) AddVersionDir(ctx context.Context, version string) error {
+	top, spec := l.Airgap, l.Spec.Version
+	defer func() { l.Airgap, l.Spec.Version = top, spec }()
+	l.Airgap = filepath.Join(top, version)
+	return l.AddVersion(ctx, version)
 }

@@ -8,6 +8,10 @@ import (
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+
+	"github.com/homelab/rack/internal/testpki"
+
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,6 +92,9 @@ func TestRealPods(t *testing.T) {
 	if len(hosts) != 2 {
 		t.Errorf("20 requests through the Service reached %d pods, want both: %v", len(hosts), hosts)
 	}
+	// The API server (on a real node: through its own kube-proxy) calls a
+	// webhook served by a pod.
+	webhookRefuses(t, ctx, lab, "agent-b")
 	// Pod to pod across nodes: a web pod on agent-a fetches the pod on agent-b.
 	out, err := lab.Host("server").Exec(ctx, fmt.Sprintf("curl -sS --max-time 10 'http://%s/fetch?url=http://%s:8080/'", svc.Spec.ClusterIP, otherPods[0].Status.PodIP))
 	if err != nil || !strings.Contains(string(out), `"status":200`) || !strings.Contains(string(out), otherPods[0].Name) {
@@ -162,5 +169,96 @@ func waitPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, select
 			t.Fatalf("pods %s: %s", selector, last)
 		case <-time.After(500 * time.Millisecond):
 		}
+	}
+}
+
+// TestWebhookFromAServerWithoutPods: the API server of a server that is not a
+// real node (no kube-proxy of its own) still reaches an admission webhook
+// served by a pod on a real agent, as MetalLB's and Longhorn's are; and the
+// service network is still never routed off the machine.
+func TestWebhookFromAServerWithoutPods(t *testing.T) {
+	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
+		{Name: "server", Role: "server"},
+		{Name: "agent", Role: "agent", Real: true},
+	}})
+	if _, _, err := up(t, lab); err != nil {
+		t.Fatalf("rack up: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	webhookRefuses(t, ctx, lab, "agent")
+}
+
+// webhookRefuses deploys the sample web server as a validating webhook on
+// node and proves the API server calls it: a ConfigMap it refuses is refused
+// with its message, another is admitted.
+func webhookRefuses(t *testing.T, ctx context.Context, lab *testlab.Lab, node string) {
+	t.Helper()
+	cs := lab.Clientset()
+	ca, err := testpki.ParseCA([]byte(lab.CP.CAPEM), []byte(lab.CP.CAKeyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := ca.Issue(testpki.Spec{CN: "hook.default.svc", DNS: []string{"hook.default.svc"}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "hook-tls"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": serving.CertPEM, "tls.key": serving.KeyPEM}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	hook := sampleWeb("hook", 1, map[string]string{"SAMPLEWEB_TLS_LISTEN": ":8443", "SAMPLEWEB_TLS_CERT": "/tls/tls.crt", "SAMPLEWEB_TLS_KEY": "/tls/tls.key"})
+	p := &hook.Spec.Template.Spec
+	p.NodeSelector = map[string]string{"kubernetes.io/hostname": node}
+	p.Volumes = []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "hook-tls"}}}}
+	p.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}}
+	mustCreate(t, ctx, cs, hook)
+	waitPods(t, ctx, cs, "app=hook", 1, true)
+	if _, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hook"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "hook"}, Ports: []corev1.ServicePort{{Port: 443, TargetPort: intstr.FromInt32(8443)}}}},
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fail, none := admissionv1.Fail, admissionv1.SideEffectClassNone
+	path, timeout := "/validate", int32(5)
+	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "sampleweb"},
+		Webhooks: []admissionv1.ValidatingWebhook{{
+			Name:                    "deny.sampleweb.homelab",
+			ClientConfig:            admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: "default", Name: "hook", Path: &path}, CABundle: []byte(lab.CP.CAPEM)},
+			Rules:                   []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create}, Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}},
+			ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{"webhook-test": "yes"}},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			AdmissionReviewVersions: []string{"v1"},
+			TimeoutSeconds:          &timeout,
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cm := func(name string, deny bool) *corev1.ConfigMap {
+		labels := map[string]string{"webhook-test": "yes"}
+		if deny {
+			labels["sampleweb.homelab/deny"] = "true"
+		}
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	}
+	var last error
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		_, last = cs.CoreV1().ConfigMaps("default").Create(ctx, cm("refused", true), metav1.CreateOptions{})
+		if last != nil && strings.Contains(last.Error(), "refuses refused") {
+			break
+		}
+		if last == nil {
+			_ = cs.CoreV1().ConfigMaps("default").Delete(ctx, "refused", metav1.DeleteOptions{})
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if last == nil || !strings.Contains(last.Error(), "refuses refused") {
+		t.Fatalf("a ConfigMap the webhook refuses: err %v, want the webhook pod's refusal", last)
+	}
+	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm("allowed", false), metav1.CreateOptions{}); err != nil {
+		t.Errorf("a ConfigMap the webhook allows: %v", err)
 	}
 }

@@ -36,6 +36,9 @@ type ControlPlane struct {
 	// RealNode makes this host run a real kubelet, containerd and
 	// kube-proxy (internal/noderuntime) instead of leaving its Node to kwok.
 	RealNode bool `json:"realNode,omitempty"`
+	// PodNetwork says the cluster has real nodes: a server that is not one
+	// itself still needs to reach their pods (admission webhooks).
+	PodNetwork bool `json:"podNetwork,omitempty"`
 	// Images are OCI image tars a real node imports into containerd.
 	Images []string `json:"images,omitempty"`
 }

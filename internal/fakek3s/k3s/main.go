@@ -17,6 +17,9 @@
 //	writes  <data-dir>/server/{token,node-token,agent-token} (0600; server)
 //	writes  /etc/rancher/k3s/k3s.yaml or --write-kubeconfig (0600 unless write-kubeconfig-mode; server)
 //	listens 0.0.0.0:6443 or --https-listen-port (server), forwarding to the control plane
+//	writes  /etc/rancher/node/password (0600, first start; nodepassword.go)
+//	writes  <data-dir>/server/db/snapshots/* (etcd-snapshot save; snapshot.go)
+//	writes  <data-dir>/server/db/{etcd,etcd-old-*,reset-flag} (server --cluster-reset; snapshot.go)
 //
 // <data-dir> is /var/lib/rancher/k3s unless set. In the cluster it creates or
 // updates its Node and, on the first server, ConfigMap
@@ -75,6 +78,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return 0
 			}
 		}
+		if args[0] == "server" {
+			if code, done := resetPreflight(args[1:], log); done {
+				return code
+			}
+		}
 		return runNode(args[0], args[1:], log)
 	case "version":
 		printVersion(stdout)
@@ -83,8 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	case "etcd-snapshot":
-		log.errorf("etcd-snapshot is not implemented by this fake k3s")
-		return 1
+		return runEtcdSnapshot(args[1:], stdout, log)
 	default:
 		fmt.Fprintf(stderr, "No help topic for '%s'\n", args[0])
 		return 3
@@ -109,7 +116,7 @@ VERSION:
 COMMANDS:
    server         Run management server
    agent          Run node agent
-   etcd-snapshot  (not implemented by this fake)
+   etcd-snapshot  Manage etcd snapshots
    help, h        Shows a list of commands or help for one command
 
 GLOBAL OPTIONS:

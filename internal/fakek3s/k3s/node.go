@@ -140,6 +140,9 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 		if err := srv.startControlPlane(ctx, s, cp, etcd); err != nil {
 			return err
 		}
+		if cp.PodNetwork && !cp.RealNode {
+			srv.podRoutes(ctx, cp)
+		}
 		if serverURL == "" {
 			api, err := newAPIClient(localURL, cp)
 			if err != nil {
@@ -157,6 +160,11 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 	apiBase := localURL
 	if !isServer {
 		apiBase = serverURL
+	}
+	// k3s' supervisor checks the node password before it hands out a
+	// kubelet certificate (nodepassword.go).
+	if err := checkNodePassword(ctx, cp, apiBase, dataDir, n.name, isServer, log); err != nil {
+		return err
 	}
 	// The kubelet registers under its own identity; the server's node-role
 	// labels come from k3s' server side, with the admin's.

@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
+	"github.com/homelab/rack/internal/noderuntime"
 	"github.com/homelab/rack/internal/testpki"
 	"github.com/homelab/rack/inventory"
 )
@@ -361,7 +363,12 @@ func (s *server) startControlPlane(ctx context.Context, st *settings, cp *cpfile
 		// As k3s: a kubelet may change only its own Node, and not set
 		// labels outside the kubelet's allowed set.
 		"--enable-admission-plugins=NodeRestriction",
-		"--allow-privileged=true", "--profiling=false", "--v=0")
+		"--allow-privileged=true", "--profiling=false", "--v=0",
+		// k3s' API server reaches webhook Services through the kube-proxy of
+		// the server's own node. A server of the test rack that is not a
+		// real node has none: it dials the Service's endpoints (pods) instead,
+		// over routes to the real nodes' pod networks (see podRoutes).
+		"--enable-aggregator-routing="+strconv.FormatBool(cp.PodNetwork && !cp.RealNode))
 	if err != nil {
 		return err
 	}
@@ -418,6 +425,16 @@ func (s *server) waitAPI(ctx context.Context, cp *cpfile.ControlPlane) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// podRoutes keeps routes to every real node's pod network in this
+// (non-real) server's namespace, until ctx ends.
+func (s *server) podRoutes(ctx context.Context, cp *cpfile.ControlPlane) {
+	routes := noderuntime.PodRoutes{
+		Client: noderuntime.Admin{URL: "https://127.0.0.1:" + apiPort, CAPEM: []byte(cp.CAPEM), CertPEM: []byte(cp.CertPEM), KeyPEM: []byte(cp.KeyPEM)},
+		Dev:    "eth0", Self: s.nodeName, Logf: s.log.warnf,
+	}
+	go func() { _ = routes.Run(ctx) }()
 }
 
 // watch returns when a component exits (a k3s server whose API server
