@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/child"
 )
 
 // Node is a running node: containerd, kubelet, kube-proxy and the route
@@ -21,9 +23,9 @@ type Node struct {
 	PodCIDR string
 
 	mu         sync.Mutex
-	containerd *proc
-	kubelet    *proc
-	proxy      *proc
+	containerd *child.Proc
+	kubelet    *child.Proc
+	proxy      *child.Proc
 	cancel     context.CancelFunc
 	syncDone   chan struct{}
 	stopped    bool
@@ -170,13 +172,13 @@ func (n *Node) Import(ctx context.Context, tars ...string) error {
 func (n *Node) waitContainerd(ctx context.Context) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if n.containerd.exited() {
-			return fmt.Errorf("containerd exited:\n%s", tail(n.containerd.log, 15))
+		if n.containerd.Exited() {
+			return fmt.Errorf("containerd exited:\n%s", n.containerd.Tail(15))
 		}
 		if _, err := run(ctx, n.cfg.Ctr, "--address", n.cfg.socket(), "version"); err == nil {
 			return nil
 		} else if time.Now().After(deadline) {
-			return fmt.Errorf("containerd does not answer: %v\n%s", err, tail(n.containerd.log, 15))
+			return fmt.Errorf("containerd does not answer: %v\n%s", err, n.containerd.Tail(15))
 		}
 		select {
 		case <-ctx.Done():
@@ -207,7 +209,7 @@ func (n *Node) waitPodCIDR(ctx context.Context, api *apiClient) (string, error) 
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("waiting for Node %s's pod CIDR: %v (last: %v)\nkubelet:\n%s",
-				n.cfg.NodeName, ctx.Err(), last, tail(n.cfg.LogPath("kubelet"), 15))
+				n.cfg.NodeName, ctx.Err(), last, child.Tail(n.cfg.LogPath("kubelet"), 15))
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
@@ -217,9 +219,9 @@ func (n *Node) waitPodCIDR(ctx context.Context, api *apiClient) (string, error) 
 func (n *Node) Alive() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	for _, p := range []*proc{n.containerd, n.kubelet, n.proxy} {
-		if p != nil && p.exited() {
-			return fmt.Errorf("%s exited (%v):\n%s", p.name, p.cmd.ProcessState, tail(p.log, 20))
+	for _, p := range []*child.Proc{n.containerd, n.kubelet, n.proxy} {
+		if p != nil && p.Exited() {
+			return fmt.Errorf("%s exited (%v):\n%s", p.Name, p.Cmd.ProcessState, p.Tail(20))
 		}
 	}
 	return nil
@@ -245,8 +247,8 @@ func (n *Node) Stop(ctx context.Context) error {
 	}
 	var errs []error
 	// The kubelet first: with containerd gone it would only log errors.
-	for _, p := range []*proc{n.kubelet, n.proxy, n.containerd} {
-		if err := p.stop(5 * time.Second); err != nil {
+	for _, p := range []*child.Proc{n.kubelet, n.proxy, n.containerd} {
+		if err := p.Stop(5 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -28,6 +28,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/child"
+
 	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testpki"
 
@@ -109,7 +111,7 @@ type Cluster struct {
 	StartupTime time.Duration
 
 	ca    *testpki.KeyPair
-	procs []*proc
+	procs []*child.Proc
 	// unroute releases the blackhole routes held while the cluster runs.
 	unroute func() error
 	logf    func(string, ...any)
@@ -491,11 +493,11 @@ func (c *Cluster) WaitReady(ctx context.Context) error {
 	var last string
 	for {
 		if p := c.exitedProc(); p != nil {
-			tail := p.tail(15)
+			tail := p.Tail(15)
 			if strings.Contains(tail, "address already in use") {
-				return fmt.Errorf("%s exited: %w", p.name, errPortTaken)
+				return fmt.Errorf("%s exited: %w", p.Name, errPortTaken)
 			}
-			return fmt.Errorf("%s exited during startup:\n%s", p.name, tail)
+			return fmt.Errorf("%s exited during startup:\n%s", p.Name, tail)
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.URL+"/readyz", nil)
 		if err != nil {
@@ -546,11 +548,11 @@ func (c *Cluster) waitDefaultServiceAccount(ctx context.Context) error {
 }
 
 // exitedProc returns a component that is no longer running, if any.
-func (c *Cluster) exitedProc() *proc {
+func (c *Cluster) exitedProc() *child.Proc {
 	c.closeMu.Lock()
 	defer c.closeMu.Unlock()
 	for _, p := range c.procs {
-		if p.exited() {
+		if p.Exited() {
 			return p
 		}
 	}
@@ -560,7 +562,7 @@ func (c *Cluster) exitedProc() *proc {
 // Alive returns an error naming the first component that has exited.
 func (c *Cluster) Alive() error {
 	if p := c.exitedProc(); p != nil {
-		return fmt.Errorf("testcluster: %s exited:\n%s", p.name, p.tail(15))
+		return fmt.Errorf("testcluster: %s exited:\n%s", p.Name, p.Tail(15))
 	}
 	return nil
 }
@@ -568,14 +570,14 @@ func (c *Cluster) Alive() error {
 // logTails passes the end of every component's log to logf.
 func (c *Cluster) logTails(logf func(string, ...any)) {
 	c.closeMu.Lock()
-	procs := append([]*proc(nil), c.procs...)
+	procs := append([]*child.Proc(nil), c.procs...)
 	c.closeMu.Unlock()
 	for _, p := range procs {
 		state := "running"
-		if p.exited() {
-			state = "exited: " + p.cmd.ProcessState.String()
+		if p.Exited() {
+			state = "exited: " + p.Cmd.ProcessState.String()
 		}
-		logf("testcluster: %s (%s), last log lines:\n%s", p.name, state, p.tail(20))
+		logf("testcluster: %s (%s), last log lines:\n%s", p.Name, state, p.Tail(20))
 	}
 }
 
@@ -595,7 +597,7 @@ func (c *Cluster) Close() error {
 	errs := make([]error, len(procs))
 	var wg sync.WaitGroup
 	for i, p := range procs {
-		wg.Go(func() { errs[i] = p.stop() })
+		wg.Go(func() { errs[i] = p.Stop(stopGrace) })
 	}
 	wg.Wait()
 	if c.Dir != "" {

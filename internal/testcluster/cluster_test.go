@@ -213,7 +213,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 	var pids []int
 	for _, p := range c.procs {
-		pids = append(pids, p.cmd.Process.Pid)
+		pids = append(pids, p.Cmd.Process.Pid)
 	}
 	began := time.Now()
 	if err := c.Close(); err != nil {

@@ -37,7 +37,7 @@ func crashHelper() {
 	}
 	rep := crashReport{Dir: c.Dir}
 	for _, p := range c.procs {
-		rep.PIDs = append(rep.PIDs, p.cmd.Process.Pid)
+		rep.PIDs = append(rep.PIDs, p.Cmd.Process.Pid)
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(rep)
 	select {} // until SIGKILL

@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/child"
 
 	"github.com/homelab/rack/internal/procstat"
 )
@@ -21,89 +22,12 @@ import (
 // kube-apiserver's graceful shutdown, which drains watches for 10 s or more.
 const stopGrace = time.Second
 
-// proc is one control-plane component this process started and reaps.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-}
-
 // spawn starts a component with its output in dir/<name>.log.
-func spawn(dir, name, bin string, args ...string) (*proc, error) {
-	logPath := filepath.Join(dir, name+".log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logf, logf
+func spawn(dir, name, bin string, args ...string) (*child.Proc, error) {
 	// kwok reads ~/.kwok/kwok.yaml when it exists; a developer's file there
 	// must not change the test cluster.
-	cmd.Env = append(os.Environ(), "HOME="+dir, "KWOK_WORKDIR="+filepath.Join(dir, "kwok-workdir"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Own process group: a terminal's Ctrl-C reaches the test only,
-		// which then stops the components in order.
-		Setpgid: true,
-		// If the test process dies without cleaning up (SIGKILL, a crash),
-		// the kernel kills the components with it. The sweep in Start
-		// catches whatever escapes this.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM and, after stopGrace, SIGKILL.
-func (p *proc) stop() error {
-	if p.exited() {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(stopGrace):
-	}
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("%s (pid %d) survives SIGKILL", p.name, p.cmd.Process.Pid)
-	}
-}
-
-// tail returns the last n lines of the component's log.
-func (p *proc) tail(n int) string {
-	return tailFile(p.log, n)
-}
-
-func tailFile(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return child.Start(name, filepath.Join(dir, name+".log"), bin, args, child.Options{Dir: dir,
+		Env: []string{"HOME=" + dir, "KWOK_WORKDIR=" + filepath.Join(dir, "kwok-workdir")}})
 }
 
 // owner identifies the process that owns a cluster directory. PID plus

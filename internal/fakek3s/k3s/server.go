@@ -12,8 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/child"
 
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
 	"github.com/homelab/rack/internal/noderuntime"
@@ -43,52 +44,31 @@ type server struct {
 	dir      string // <data-dir>/server
 	nodeName string
 	nodeIP   string
-	procs    []*child
+	procs    []*child.Proc
 	log      *logger
 }
 
-// child is a process the server runs; it dies with the fake k3s even when
-// that is killed (a k3s server's components live in its process).
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (s *server) start(name, bin string, args ...string) (*child, error) {
-	if bin == "" {
-		return nil, fmt.Errorf("the test rack gave no path for %s", name)
-	}
+// start runs a component; it dies with the fake k3s even when that is killed
+// (a k3s server's components live in its process).
+func (s *server) start(name, bin string, args ...string) (*child.Proc, error) {
 	logDir := filepath.Join(s.dir, "logs")
 	if err := os.MkdirAll(logDir, 0o700); err != nil {
 		return nil, err
 	}
-	lf, err := os.OpenFile(filepath.Join(logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	p, err := child.Start(name, filepath.Join(logDir, name+".log"), bin, args, child.Options{})
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	lf.Close()
-	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(c.done) }()
-	s.procs = append(s.procs, c)
+	s.procs = append(s.procs, p)
 	s.log.infof("Running %s", name)
-	return c, nil
+	return p, nil
 }
 
 // exited names a component that is no longer running, with its last words.
 func (s *server) exited() error {
-	for _, c := range s.procs {
-		select {
-		case <-c.done:
-			return fmt.Errorf("%s exited: %s", c.name, lastLines(filepath.Join(s.dir, "logs", c.name+".log"), 5))
-		default:
+	for _, p := range s.procs {
+		if p.Exited() {
+			return fmt.Errorf("%s exited: %s", p.Name, p.Tail(5))
 		}
 	}
 	return nil
@@ -97,28 +77,9 @@ func (s *server) exited() error {
 // stop ends the components, the last started first.
 func (s *server) stop() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
-		c := s.procs[i]
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(10 * time.Second):
-			_ = c.cmd.Process.Kill()
-			<-c.done
-		}
+		_ = s.procs[i].Stop(10 * time.Second)
 	}
 	s.procs = nil
-}
-
-func lastLines(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(no log)"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // datastore kinds, as k3s chooses them.
