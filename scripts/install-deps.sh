@@ -17,6 +17,7 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -eq 0 ]; then
 	echo "== system packages: all present"

@@ -63,6 +63,9 @@ type Spec struct {
 	// Dir holds the lab's files (inventory, keys, airgap folder,
 	// kubeconfig); default a temp dir.
 	Dir string
+	// Spare reserves addresses on the test network no host holds
+	// (Rack.Spare), for a MetalLB address pool.
+	Spare int
 	// Persistent labs outlive the process that made them (make demo).
 	Persistent bool
 	Logf       func(string, ...any)
@@ -137,7 +140,7 @@ func Start(ctx context.Context, spec Spec) (lab *Lab, err error) {
 			pis = append(pis, i)
 		}
 	}
-	rack, err := testrack.Start(ctx, testrack.Options{Hosts: len(spec.Nodes), Pi: pis, Persistent: spec.Persistent, Logf: spec.Logf})
+	rack, err := testrack.Start(ctx, testrack.Options{Hosts: len(spec.Nodes), Spare: spec.Spare, Pi: pis, Persistent: spec.Persistent, Logf: spec.Logf})
 	if err != nil {
 		return nil, err
 	}

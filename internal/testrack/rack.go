@@ -55,7 +55,12 @@ type Rack struct {
 	// KnownHosts is the path of a known_hosts file with every host's key at
 	// Start, by address. It is not updated by RotateHostKey.
 	KnownHosts string
+	// Spare are addresses on the bridge reserved for this rack but held by
+	// no host (Options.Spare): free for what the test hands out itself,
+	// such as MetalLB's address pool, without colliding with another rack.
+	Spare []string
 
+	spareDirs      []string
 	clientSigner   ssh.Signer
 	authorizedKeys []byte
 	ownDir         bool
@@ -78,6 +83,9 @@ type Options struct {
 	// Pi lists indexes into Hosts that MakePi(PiModel) turns into Pis.
 	Pi      []int
 	PiModel string
+	// Spare reserves this many more addresses on the bridge, held by no
+	// host (Rack.Spare).
+	Spare int
 	// Logf receives progress notes (stale hosts removed, timings); nil
 	// discards them.
 	Logf func(format string, args ...any)
@@ -89,6 +97,12 @@ type Option func(*Options)
 // WithPi makes the hosts at these indexes Raspberry Pis (DefaultPiModel).
 func WithPi(indexes ...int) Option {
 	return func(o *Options) { o.Pi = append(o.Pi, indexes...) }
+}
+
+// WithSpare reserves n addresses on the bridge that no host holds
+// (Rack.Spare), for a MetalLB pool.
+func WithSpare(n int) Option {
+	return func(o *Options) { o.Spare = n }
 }
 
 // WithOptions edits the Options directly, for anything without its own Option.
@@ -210,9 +224,14 @@ func Start(ctx context.Context, o Options) (_ *Rack, err error) {
 		if err := ensureBridge(ctx); err != nil {
 			return nil, err
 		}
-		return reserve(o.Hosts, r.ID, o.Persistent)
+		return reserve(o.Hosts+o.Spare, r.ID, o.Persistent)
 	}()
-	for _, e := range entries {
+	for i, e := range entries {
+		if i >= o.Hosts {
+			r.Spare = append(r.Spare, e.Addr)
+			r.spareDirs = append(r.spareDirs, filepath.Join(hostsDir, e.Name))
+			continue
+		}
 		r.Hosts = append(r.Hosts, newHost(r, e))
 	}
 	if err != nil {
@@ -361,6 +380,9 @@ func (r *Rack) close() error {
 		if errs[i] == nil {
 			errs[i] = os.RemoveAll(h.dir)
 		}
+	}
+	for _, d := range r.spareDirs {
+		errs = append(errs, os.RemoveAll(d))
 	}
 	errs = append(errs, removeBridgeIfUnused(ctx))
 	lock.Unlock()
