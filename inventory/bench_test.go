@@ -25,9 +25,9 @@ func bigInventory(n int) []byte {
 	for i := 0; i < 20; i++ {
 		fmt.Fprintf(&b, "      - {name: pool-%d, addresses: [10.9.%d.0/25, 10.9.%d.128-10.9.%d.200]}\n", i, i, i, i)
 	}
-	b.WriteString("  longhorn: {replicas: 3}\n  localPV: {}\napps:\n")
+	b.WriteString("  longhorn: {replicas: 3}\n  localPV: {}\n  traefik: {}\napps:\n")
 	for i := 0; i < 50; i++ {
-		fmt.Fprintf(&b, "  - {name: app-%d, image: app:1.%d, port: 8080, strategy: {type: canary, steps: [5, 25, 50, 100]}}\n", i, i)
+		fmt.Fprintf(&b, "  - {name: app-%d, image: app:1.%d, port: 8080, expose: {host: app-%d.home.arpa}, strategy: {type: canary, steps: [5, 25, 50, 100]}}\n", i, i, i)
 	}
 	return []byte(b.String())
 }

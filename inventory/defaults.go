@@ -45,6 +45,11 @@ func applyDefaults(inv *Inventory) {
 			inv.Cluster.K3s.Disable = append(inv.Cluster.K3s.Disable, "local-storage")
 		}
 	}
+	// rack's pinned Traefik and k3s' bundled one would both claim ports 80
+	// and 443 and the same IngressClass.
+	if inv.Addons.Traefik != nil && !slices.Contains(inv.Cluster.K3s.Disable, "traefik") {
+		inv.Cluster.K3s.Disable = append(inv.Cluster.K3s.Disable, "traefik")
+	}
 	if l := inv.Addons.LocalPV; l != nil && l.StorageClass == "" {
 		l.StorageClass = DefaultLocalStorageClass
 	}

@@ -100,10 +100,22 @@ type LocalVolume struct {
 
 // Addons is the platform layered on top of k3s. A nil addon is not installed.
 type Addons struct {
-	MetalLB  *MetalLB  `yaml:"metallb"`
-	Longhorn *Longhorn `yaml:"longhorn"`
-	LocalPV  *LocalPV  `yaml:"localPV"`
-	ArgoCD   *ArgoCD   `yaml:"argocd"`
+	// ChartMirror is a folder of <chart>-<version>.tgz (as `helm pull`
+	// makes them) the charts are installed from instead of their
+	// repositories, for airgapped racks; $RACK_CHART_MIRROR overrides it.
+	// Relative to the inventory's folder.
+	ChartMirror string    `yaml:"chartMirror"`
+	MetalLB     *MetalLB  `yaml:"metallb"`
+	Longhorn    *Longhorn `yaml:"longhorn"`
+	LocalPV     *LocalPV  `yaml:"localPV"`
+	ArgoCD      *ArgoCD   `yaml:"argocd"`
+	Traefik     *Traefik  `yaml:"traefik"`
+}
+
+// Traefik is rack's own pinned Traefik ingress (k3s' bundled one is then
+// disabled); apps with expose.host are routed through it.
+type Traefik struct {
+	Chart string `yaml:"chart"`
 }
 
 // MetalLB hands out LoadBalancer addresses from the user's LAN.

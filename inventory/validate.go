@@ -33,6 +33,7 @@ func validate(inv *Inventory, r *reporter) Problems {
 	v.metallb()
 	v.storage()
 	v.argocd()
+	v.charts()
 	v.apps()
 	return v.problems
 }
@@ -419,6 +420,33 @@ func (v *validator) argocd() {
 	if filepath.IsAbs(a.Path) || strings.HasPrefix(filepath.Clean(a.Path), "..") {
 		v.errorf("addons.argocd.path", "%q must be a folder inside the repository, like apps", a.Path)
 	}
+}
+
+// charts: the chart mirror is a folder (its content is checked before
+// rack up installs anything); an addon's chart is a local chart or an
+// oci:// reference (Helm repositories are the pinned default).
+func (v *validator) charts() {
+	a := v.inv.Addons
+	if m := a.ChartMirror; strings.Contains(m, "://") {
+		v.errorf("addons.chartMirror", "%q: the chart mirror is a local folder of <chart>-<version>.tgz (as `helm pull` makes them); for an oci:// registry set addons.<name>.chart", m)
+	}
+	for key, chart := range map[string]string{
+		"addons.metallb.chart":  chartOf(a.MetalLB != nil, func() string { return a.MetalLB.Chart }),
+		"addons.longhorn.chart": chartOf(a.Longhorn != nil, func() string { return a.Longhorn.Chart }),
+		"addons.argocd.chart":   chartOf(a.ArgoCD != nil, func() string { return a.ArgoCD.Chart }),
+		"addons.traefik.chart":  chartOf(a.Traefik != nil, func() string { return a.Traefik.Chart }),
+	} {
+		if strings.Contains(chart, "://") && !strings.HasPrefix(chart, "oci://") {
+			v.errorf(key, "%q: use a packaged chart (.tgz, as `helm pull` makes it), a chart folder, or an oci:// reference", chart)
+		}
+	}
+}
+
+func chartOf(on bool, chart func() string) string {
+	if !on {
+		return ""
+	}
+	return chart()
 }
 
 func isHost(s string) bool {

@@ -25,9 +25,9 @@ apps:
 const (
 	baseNodes = `  - {name: s1, address: 10.0.0.1, role: server}
   - {name: a1, address: 10.0.0.2, role: agent, storage: {longhorn: /var/lib/longhorn}}`
-	baseAddons = `  metallb:
-    pools: [{name: lan, addresses: [10.0.0.200-10.0.0.250]}]`
-	baseApps = `  - {name: web, image: web:1, port: 80, strategy: {type: canary, steps: [10, 100]}}`
+	baseAddons = `  metallb: {pools: [{name: lan, addresses: [10.0.0.200-10.0.0.250]}]}
+  traefik: {}`
+	baseApps = `  - {name: web, image: web:1, port: 80, strategy: {type: blue-green}}`
 )
 
 func doc(nodes, addons, apps string) string {
@@ -158,15 +158,15 @@ func TestValidationRules(t *testing.T) {
 			[]want{{"addons.longhorn.replicas", 11, "3 replicas but only 1 node(s) offer Longhorn storage", SeverityError}}},
 		{"longhorn without storage nodes", doc(`  - {name: s1, address: 10.0.0.1, role: server}`, `  longhorn: {}`, ""),
 			[]want{{"addons.longhorn", 10, "no node offers Longhorn storage", SeverityError}}},
-		{"canary not increasing", doc("", "", `  - {name: web, image: web:1, port: 80, strategy: {type: canary, steps: [5, 50, 25, 100]}}`),
+		{"canary not increasing", doc("", "", `  - {name: web, image: web:1, port: 80, expose: {host: web.home.arpa}, strategy: {type: canary, steps: [5, 50, 25, 100]}}`),
 			[]want{{"apps[0].strategy.steps[2]", 14, "25 does not increase on the step before (50)", SeverityError}}},
-		{"canary not ending at 100", doc("", "", `  - {name: web, image: web:1, port: 80, strategy: {type: canary, steps: [5, 25, 50]}}`),
+		{"canary not ending at 100", doc("", "", `  - {name: web, image: web:1, port: 80, expose: {host: web.home.arpa}, strategy: {type: canary, steps: [5, 25, 50]}}`),
 			[]want{{"apps[0].strategy.steps[2]", 14, "must end at 100", SeverityError}}},
-		{"canary step out of range", doc("", "", `  - {name: web, image: web:1, port: 80, strategy: {type: canary, steps: [0, 100]}}`),
+		{"canary step out of range", doc("", "", `  - {name: web, image: web:1, port: 80, expose: {host: web.home.arpa}, strategy: {type: canary, steps: [0, 100]}}`),
 			[]want{{"apps[0].strategy.steps[0]", 14, "not a percentage", SeverityError}}},
-		{"ab needs one match", doc("", "", `  - {name: web, image: web:1, port: 80, strategy: {type: ab, match: {header: X-V, cookie: v, value: b}}}`),
+		{"ab needs one match", doc("", "", `  - {name: web, image: web:1, port: 80, expose: {host: web.home.arpa}, strategy: {type: ab, match: {header: X-V, cookie: v, value: b}}}`),
 			[]want{{"apps[0].strategy.match", 14, "exactly one of header or cookie", SeverityError}}},
-		{"shadow needs mirror", doc("", "", `  - {name: web, image: web:1, port: 80, strategy: {type: shadow}}`),
+		{"shadow needs mirror", doc("", "", `  - {name: web, image: web:1, port: 80, expose: {host: web.home.arpa}, strategy: {type: shadow}}`),
 			[]want{{"apps[0].strategy.mirror", 14, "shadow needs mirror", SeverityError}}},
 		{"steps on rolling", doc("", "", `  - {name: web, image: web:1, port: 80, strategy: {type: rolling, steps: [100]}}`),
 			[]want{{"apps[0].strategy.steps", 14, "only apply to the canary", SeverityError}}},

@@ -60,6 +60,14 @@ type Options struct {
 	Progress io.Writer
 	// PulumiHome is where the CLI keeps plugins (default its own, ~/.pulumi).
 	PulumiHome string
+	// Confirm is asked, with the list, before Up deletes what the
+	// inventory no longer has (an addon, a pool, a volume). nil, or an
+	// error from it, refuses such a run with a *RemovalError and changes
+	// nothing.
+	Confirm func(Removal) error
+
+	// webhookRetry bounds the retries of MetalLB's webhook (zero: default).
+	webhookRetry retryPolicy
 }
 
 // Result is the outcome of Up or Preview.
@@ -86,8 +94,14 @@ func Check(ctx context.Context, opts Options) error {
 	return err
 }
 
-// Up brings the cluster's platform in line with the inventory.
+// Up brings the cluster's platform in line with the inventory. It checks
+// the charts first; reads the cluster back (refresh), so what was changed
+// or deleted by hand is noticed; finishes what an interrupted run left
+// pending; and asks opts.Confirm before deleting anything.
 func Up(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, error) {
+	if err := CheckCharts(inv, progress(opts)); err != nil {
+		return Result{}, err
+	}
 	r, err := platformRun(inv, opts)
 	if err != nil {
 		return Result{}, err
@@ -97,6 +111,9 @@ func Up(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, er
 
 // Preview shows what Up would change, changing nothing.
 func Preview(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, error) {
+	if err := CheckCharts(inv, progress(opts)); err != nil {
+		return Result{}, err
+	}
 	r, err := platformRun(inv, opts)
 	if err != nil {
 		return Result{}, err
@@ -111,6 +128,9 @@ type run struct {
 	program  pulumi.RunFunc
 	// needsKubernetes makes Check look for the kubernetes plugin first.
 	needsKubernetes bool
+	// kubeconfig of the cluster, for what rack does beside the engine
+	// (removals, recovery); nil for programs without a cluster.
+	kubeconfig []byte
 }
 
 // platformRun binds the rack's program to its cluster: an explicit provider
@@ -135,6 +155,7 @@ func platformRun(inv *inventory.Inventory, opts Options) (*run, error) {
 		stateDir:        inv.StateDir(),
 		stack:           inv.Cluster.Name,
 		needsKubernetes: true,
+		kubeconfig:      kubeconfig,
 		program: func(ctx *pulumi.Context) error {
 			k8s, err := kubernetes.NewProvider(ctx, "rack", &kubernetes.ProviderArgs{
 				Kubeconfig: pulumi.ToSecret(pulumi.String(string(kubeconfig))).(pulumi.StringOutput),
@@ -153,8 +174,19 @@ func (r *run) up(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if r.kubeconfig != nil {
+		if err := r.prepare(ctx, st, opts); err != nil {
+			return Result{}, err
+		}
+	}
 	w := progress(opts)
-	res, err := st.Up(ctx, optup.ProgressStreams(w), optup.ErrorProgressStreams(w))
+	var res auto.UpResult
+	err = retryWebhook(ctx, opts.webhookRetry.orDefault(), w, func() error {
+		// Refresh first: a release or object deleted or changed by hand is
+		// seen, and put back, instead of trusted from the last run's state.
+		res, err = st.Up(ctx, optup.Refresh(), optup.ProgressStreams(w), optup.ErrorProgressStreams(w))
+		return err
+	})
 	if err != nil {
 		return Result{}, explain(fmt.Errorf("pulumi up of stack %s: %w", r.stack, err), opts)
 	}
@@ -179,7 +211,7 @@ func (r *run) preview(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	w := progress(opts)
-	res, err := st.Preview(ctx, optpreview.ProgressStreams(w), optpreview.ErrorProgressStreams(w))
+	res, err := st.Preview(ctx, optpreview.Refresh(), optpreview.ProgressStreams(w), optpreview.ErrorProgressStreams(w))
 	if err != nil {
 		return Result{}, explain(fmt.Errorf("pulumi preview of stack %s: %w", r.stack, err), opts)
 	}
@@ -212,6 +244,10 @@ func (r *run) open(ctx context.Context, opts Options) (auto.Stack, error) {
 		}
 		backend = "file://" + filepath.ToSlash(dir)
 	}
+	// A lock left by a run that was killed would refuse every later one.
+	if err := clearStaleLocks(backend, Project, r.stack, progress(opts)); err != nil {
+		return auto.Stack{}, err
+	}
 	workDir := filepath.Join(r.stateDir, workSubdir)
 	if err := os.MkdirAll(workDir, 0o700); err != nil {
 		return auto.Stack{}, err
@@ -233,6 +269,10 @@ func (r *run) open(ctx context.Context, opts Options) (auto.Stack, error) {
 			// Racks are often offline: a missing plugin is Check's business,
 			// not a download that times out in the middle of an update.
 			"PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+			// A pulumi-resource-kubernetes on PATH would win over the plugin
+			// cache whatever its version: the engine must load exactly the
+			// version Check found.
+			envIgnoreAmbient: "true",
 		}),
 	}
 	if opts.PulumiHome != "" {
@@ -277,12 +317,13 @@ func check(ctx context.Context, opts Options, kubernetesPlugin bool) (auto.Pulum
 	return cli, nil
 }
 
-// checkPlugin looks for pulumi-resource-kubernetes at the pinned version
-// where the engine would: the plugin cache, or an ambient binary on PATH.
+// envIgnoreAmbient makes the engine ignore plugins found on PATH.
+const envIgnoreAmbient = "PULUMI_IGNORE_AMBIENT_PLUGINS"
+
+// checkPlugin looks for pulumi-resource-kubernetes at exactly the pinned
+// version in the plugin cache, the one place the engine loads it from
+// (rack's workspaces ignore binaries on PATH, whose version nobody checks).
 func checkPlugin(ctx context.Context, opts Options) error {
-	if _, err := exec.LookPath("pulumi-resource-kubernetes"); err == nil {
-		return nil
-	}
 	cmd := exec.CommandContext(ctx, "pulumi", "plugin", "ls", "--json")
 	cmd.Env = append(os.Environ(), "PULUMI_SKIP_UPDATE_CHECK=true")
 	if opts.PulumiHome != "" {
@@ -296,12 +337,25 @@ func checkPlugin(ctx context.Context, opts Options) error {
 	if err := json.Unmarshal(out, &plugins); err != nil {
 		return fmt.Errorf("pulumi plugin ls: %w", err)
 	}
+	var others []string
 	for _, p := range plugins {
-		if p.Kind == "resource" && p.Name == "kubernetes" && strings.TrimPrefix(p.Version, "v") == KubernetesPluginVersion {
+		if p.Kind != "resource" || p.Name != "kubernetes" {
+			continue
+		}
+		if strings.TrimPrefix(p.Version, "v") == KubernetesPluginVersion {
 			return nil
 		}
+		others = append(others, "v"+strings.TrimPrefix(p.Version, "v"))
 	}
-	return missingPlugin(opts)
+	m := missingPlugin(opts)
+	if len(others) > 0 {
+		m.How = fmt.Sprintf("only %s is installed, and the engine loads exactly v%s, the version rack's SDK asks for: %s",
+			strings.Join(others, ", "), KubernetesPluginVersion, m.How)
+	}
+	if p, err := exec.LookPath("pulumi-resource-kubernetes"); err == nil {
+		m.How += fmt.Sprintf(" (the %s on PATH is not used: its version is unknown)", p)
+	}
+	return m
 }
 
 func missingPlugin(opts Options) *MissingError {
@@ -320,26 +374,64 @@ func missingPlugin(opts Options) *MissingError {
 	}
 }
 
-// explain turns the engine errors users can fix themselves into what to do.
+// explain turns the engine errors users can fix themselves into what to
+// do, and shortens every engine error to what went wrong (the engine's
+// full account went to the progress writer already).
 func explain(err error, opts Options) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "pulumi-resource-kubernetes"):
-		// The engine's own account is in the progress output already.
 		return &explained{advice: missingPlugin(opts), cause: err}
 	case strings.Contains(msg, "incorrect passphrase") || strings.Contains(msg, "passphrase must be set"):
 		return &explained{cause: err, advice: fmt.Errorf(
 			"the stack's secrets were encrypted with another passphrase: unset %s, or set it to the one the stack was created with", EnvPassphrase)}
+	case strings.Contains(msg, "the stack is currently locked"):
+		return &explained{cause: err, advice: errors.New(
+			"another pulumi process holds the stack: wait for it to finish; if none runs any more, run `pulumi cancel` with the same PULUMI_BACKEND_URL")}
 	}
-	return err
+	return &explained{cause: err}
 }
 
-// explained is an engine error with advice; it reads as the advice and
+// explained is an engine error, with advice when rack has some. It reads
+// as the advice followed by the cause (the engine's error lines), and
 // matches both (errors.As finds a *MissingError in it).
 type explained struct{ advice, cause error }
 
-func (e *explained) Error() string   { return e.advice.Error() }
-func (e *explained) Unwrap() []error { return []error{e.advice, e.cause} }
+func (e *explained) Error() string {
+	cause := engineCause(e.cause)
+	if e.advice == nil {
+		return cause
+	}
+	return e.advice.Error() + "\ncause: " + cause
+}
+
+func (e *explained) Unwrap() []error {
+	if e.advice == nil {
+		return []error{e.cause}
+	}
+	return []error{e.advice, e.cause}
+}
+
+// engineCause is an engine error without the progress output the
+// Automation API appends to it: its first line and the engine's own
+// error lines.
+func engineCause(err error) string {
+	msg := err.Error()
+	head, rest, found := strings.Cut(msg, "\ncode: ")
+	if !found {
+		return msg
+	}
+	lines := []string{head}
+	seen := map[string]bool{}
+	for line := range strings.Lines(rest) {
+		l := strings.TrimSpace(line)
+		if i := strings.Index(l, "error: "); i >= 0 && !seen[l[i:]] && len(lines) < 12 {
+			seen[l[i:]] = true
+			lines = append(lines, "  "+l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
 
 // passphrase returns the secrets provider's passphrase: $RACK_PULUMI_PASSPHRASE,
 // else the one kept in the state dir, generated on first use (32 random bytes,

@@ -5,9 +5,7 @@
 package stacks
 
 import (
-	"path/filepath"
 	"slices"
-	"strings"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -88,6 +86,9 @@ func deploy(ctx *pulumi.Context, inv *inventory.Inventory, opts ...pulumi.Resour
 		}
 		address = p.ArgoCD.Address
 	}
+	if err := traefikAddon(ctx, inv, &p, opts...); err != nil {
+		return nil, err
+	}
 
 	p.Outputs = pulumi.Map{
 		OutputMetalLBRanges:  ranges,
@@ -102,7 +103,7 @@ func deploy(ctx *pulumi.Context, inv *inventory.Inventory, opts ...pulumi.Resour
 
 func metalLBArgs(inv *inventory.Inventory) *metallb.MetalLBArgs {
 	m := inv.Addons.MetalLB
-	args := &metallb.MetalLBArgs{Chart: chartPath(inv, m.Chart)}
+	args := &metallb.MetalLBArgs{Chart: ChartSource(inv, "addons.metallb")}
 	for _, p := range m.Pools {
 		pool := metallb.Pool{Name: p.Name, Addresses: p.Addresses, Mode: p.Mode, MyASN: p.MyASN}
 		for _, peer := range p.Peers {
@@ -115,7 +116,7 @@ func metalLBArgs(inv *inventory.Inventory) *metallb.MetalLBArgs {
 
 func longhornArgs(inv *inventory.Inventory) *longhorn.LonghornArgs {
 	l := inv.Addons.Longhorn
-	args := &longhorn.LonghornArgs{Chart: chartPath(inv, l.Chart), Replicas: l.Replicas, DefaultClass: l.IsDefaultClass()}
+	args := &longhorn.LonghornArgs{Chart: ChartSource(inv, "addons.longhorn"), Replicas: l.Replicas, DefaultClass: l.IsDefaultClass()}
 	for _, n := range inv.Nodes {
 		if n.OffersLonghorn() {
 			args.Nodes = append(args.Nodes, longhorn.Node{Name: n.Name, Path: n.Storage.Longhorn})
@@ -134,20 +135,7 @@ func localPVArgs(inv *inventory.Inventory) *localpv.LocalPVArgs {
 
 func argoCDArgs(inv *inventory.Inventory) *argocd.ArgoCDArgs {
 	a := inv.Addons.ArgoCD
-	return &argocd.ArgoCDArgs{Chart: chartPath(inv, a.Chart), Repo: a.Repo, Path: a.Path, Revision: a.Revision}
-}
-
-// chartPath resolves a relative chart folder against the inventory's folder,
-// where the user wrote it; oci:// references pass through.
-func chartPath(inv *inventory.Inventory, chart string) string {
-	if chart == "" || strings.Contains(chart, "://") || filepath.IsAbs(chart) {
-		return chart
-	}
-	dir, err := filepath.Abs(inv.Dir())
-	if err != nil {
-		return chart // the component reports the relative path
-	}
-	return filepath.Join(dir, chart)
+	return &argocd.ArgoCDArgs{Chart: ChartSource(inv, "addons.argocd"), Repo: a.Repo, Path: a.Path, Revision: a.Revision}
 }
 
 // argoCDAddress picks the Argo CD server's LoadBalancer address: the last

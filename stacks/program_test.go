@@ -23,6 +23,7 @@ const (
 	typLonghorn  = "rack:addons:Longhorn"
 	typLocalPV   = "rack:addons:LocalPV"
 	typArgoCD    = "rack:addons:ArgoCD"
+	typTraefik   = "rack:addons:Traefik"
 	typRelease   = "kubernetes:helm.sh/v3:Release"
 	typPool      = "kubernetes:metallb.io/v1beta1:IPAddressPool"
 	typL2        = "kubernetes:metallb.io/v1beta1:L2Advertisement"
@@ -92,7 +93,7 @@ func programCases() []programCase {
 		{
 			name:         "rack.yaml",
 			inv:          loadFile("../inventory/rack.yaml"),
-			components:   []string{typMetalLB, typLonghorn, typLocalPV, typArgoCD},
+			components:   []string{typMetalLB, typLonghorn, typLocalPV, typArgoCD, typTraefik},
 			pools:        map[string][]string{"production": {"192.168.1.210-192.168.1.250"}},
 			l2:           []string{"production"},
 			storageNodes: []string{"pinecone-1", "potato-7"},
@@ -100,7 +101,7 @@ func programCases() []programCase {
 			pvs:          map[string]string{"storage-pv": "potato-7"},
 			classes:      []string{"longhorn", "local-storage"},
 			argoAddress:  "https://192.168.1.250",
-			charts:       map[string]string{"metallb": "metallb", "longhorn": "longhorn", "argocd": "argo-cd"},
+			charts:       map[string]string{"metallb": "metallb", "longhorn": "longhorn", "argocd": "argo-cd", "traefik": "traefik"},
 		},
 		{
 			name:        "single-node.yaml",

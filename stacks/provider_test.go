@@ -23,9 +23,10 @@ import (
 func TestKubernetesPluginBuilt(t *testing.T) {
 	home := pulumiWithKubernetes(t)
 	ctx := context.Background()
-	// An ambient binary on PATH would satisfy Check without `pulumi plugin ls`.
+	// Check and the engine ignore a binary on PATH (TestPluginVersionExactly);
+	// one there would only muddle what this test shows.
 	if p, err := exec.LookPath("pulumi-resource-kubernetes"); err == nil {
-		t.Fatalf("pulumi-resource-kubernetes is on PATH at %s: Check would not read the plugin cache", p)
+		t.Fatalf("pulumi-resource-kubernetes is on PATH at %s", p)
 	}
 	bin := filepath.Join(home, "plugins", "resource-kubernetes-v"+KubernetesPluginVersion, "pulumi-resource-kubernetes")
 

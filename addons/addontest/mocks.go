@@ -29,6 +29,8 @@ type Resource struct {
 	DependsOn []string
 	// Provider is the provider reference ("urn::id"); empty for the default.
 	Provider string
+	// RetainOnDelete: removing it from the program leaves it in the cluster.
+	RetainOnDelete bool
 }
 
 // Key is the resource's "type::name", the form Parent and DependsOn use.
@@ -60,6 +62,7 @@ type Mocks struct {
 func (m *Mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
 	r := Resource{Type: args.TypeToken, Name: args.Name, Custom: args.Custom, Inputs: args.Inputs, Provider: args.Provider}
 	if rpc := args.RegisterRPC; rpc != nil {
+		r.RetainOnDelete = rpc.GetRetainOnDelete()
 		r.Parent = urnKey(rpc.GetParent())
 		for _, d := range rpc.GetDependencies() {
 			r.DependsOn = append(r.DependsOn, urnKey(d))

@@ -30,7 +30,9 @@ const (
 const (
 	DefaultNamespace = "argocd"
 	DefaultRootApp   = "root"
-	// Finalizer makes deleting the root Application delete what it deployed.
+	// Finalizer makes deleting an Application delete what it deployed. The
+	// root Application never carries it: removing Argo CD from the
+	// inventory must not take the apps' workloads with it.
 	Finalizer = "resources-finalizer.argocd.argoproj.io"
 	// inCluster is how Argo CD names the cluster it runs in.
 	inCluster = "https://kubernetes.default.svc"
@@ -80,7 +82,10 @@ func NewArgoCD(ctx *pulumi.Context, name string, args *ArgoCDArgs, opts ...pulum
 	parent := pulumi.Parent(a)
 	nsName := or(args.Namespace, DefaultNamespace)
 
-	ns, err := chart.Namespace(ctx, name, nsName, false, parent)
+	// The namespace is kept when the addon is removed: deleting it would
+	// delete the apps' own Applications, which a finalizer may then hold
+	// forever once Argo CD itself is gone.
+	ns, err := chart.Namespace(ctx, name, nsName, false, parent, pulumi.RetainOnDelete(true))
 	if err != nil {
 		return nil, err
 	}
@@ -107,10 +112,11 @@ func NewArgoCD(ctx *pulumi.Context, name string, args *ArgoCDArgs, opts ...pulum
 	a.RootApp, err = apiextensions.NewCustomResource(ctx, name+"-"+or(args.RootApp, DefaultRootApp), &apiextensions.CustomResourceArgs{
 		ApiVersion: pulumi.String("argoproj.io/v1alpha1"),
 		Kind:       pulumi.String("Application"),
+		// No Finalizer: deleting the root app (removing the addon) leaves
+		// the apps it synced running.
 		Metadata: &metav1.ObjectMetaArgs{
-			Name:       pulumi.String(or(args.RootApp, DefaultRootApp)),
-			Namespace:  a.Namespace,
-			Finalizers: pulumi.StringArray{pulumi.String(Finalizer)},
+			Name:      pulumi.String(or(args.RootApp, DefaultRootApp)),
+			Namespace: a.Namespace,
 		},
 		OtherFields: kubernetes.UntypedArgs{"spec": rootAppSpec(args, nsName)},
 	}, parent, pulumi.DependsOn([]pulumi.Resource{a.Release}))
@@ -118,9 +124,9 @@ func NewArgoCD(ctx *pulumi.Context, name string, args *ArgoCDArgs, opts ...pulum
 		return nil, err
 	}
 
-	addr := fmt.Sprintf("https://argocd-server.%s.svc.cluster.local", nsName)
+	addr := URL(fmt.Sprintf("argocd-server.%s.svc.cluster.local", nsName))
 	if args.LoadBalancerIP != "" {
-		addr = "https://" + args.LoadBalancerIP
+		addr = URL(args.LoadBalancerIP)
 	}
 	// Derived from the release: the address answers once Argo CD is up.
 	a.Address = a.Release.Status.ApplyT(func(helmv3.ReleaseStatus) string { return addr }).(pulumi.StringOutput)
@@ -132,6 +138,18 @@ func NewArgoCD(ctx *pulumi.Context, name string, args *ArgoCDArgs, opts ...pulum
 		return nil, err
 	}
 	return a, nil
+}
+
+// URL is the https URL of the Argo CD server at host, a name or an IP
+// address (IPv6 in brackets).
+func URL(host string) string {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.String()
+		if ip.Is6() {
+			host = "[" + host + "]"
+		}
+	}
+	return "https://" + host
 }
 
 // chartValues are rack's settings over the chart's defaults.

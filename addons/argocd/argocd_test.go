@@ -24,7 +24,9 @@ func TestArgoCD(t *testing.T) {
 	withLB := base
 	withLB.LoadBalancerIP = "192.168.1.250"
 	mirrored := base
-	mirrored.Chart = "/srv/charts/argo-cd"
+	mirrored.Chart = "/srv/charts/argo-cd-10.1.1.tgz"
+	withLB6 := base
+	withLB6.LoadBalancerIP = "fd00:10::fe"
 
 	tests := []struct {
 		name        string
@@ -35,7 +37,8 @@ func TestArgoCD(t *testing.T) {
 	}{
 		{"cluster IP", base, "ClusterIP", "https://argocd-server.argocd.svc.cluster.local", "argo-cd"},
 		{"MetalLB address", withLB, "LoadBalancer", "https://192.168.1.250", "argo-cd"},
-		{"local chart folder", mirrored, "ClusterIP", "https://argocd-server.argocd.svc.cluster.local", "/srv/charts/argo-cd"},
+		{"IPv6 MetalLB address, in brackets", withLB6, "LoadBalancer", "https://[fd00:10::fe]", "argo-cd"},
+		{"packaged chart from a mirror", mirrored, "ClusterIP", "https://argocd-server.argocd.svc.cluster.local", "/srv/charts/argo-cd-10.1.1.tgz"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,8 +63,13 @@ func TestArgoCD(t *testing.T) {
 			if address != tt.wantAddress {
 				t.Errorf("Address %q, want %q", address, tt.wantAddress)
 			}
-			if ns, _ := m.Find(typNamespace, "argocd"); ns.Field("metadata.name") != "argocd" {
+			ns, _ := m.Find(typNamespace, "argocd")
+			if ns.Field("metadata.name") != "argocd" {
 				t.Errorf("namespace %v", ns.Field("metadata.name"))
+			}
+			// Deleting the namespace would delete the apps' Applications.
+			if !ns.RetainOnDelete {
+				t.Error("the argocd namespace would be deleted with the addon: want RetainOnDelete")
 			}
 
 			rel, ok := m.Find(typRelease, "argocd")
@@ -94,8 +102,9 @@ func TestArgoCD(t *testing.T) {
 			if app.Field("metadata.name") != "root" || app.Field("metadata.namespace") != "argocd" {
 				t.Errorf("root app %v in %v", app.Field("metadata.name"), app.Field("metadata.namespace"))
 			}
-			if got := addontest.Strings(app.Field("metadata.finalizers")); !slices.Equal(got, []string{"resources-finalizer.argocd.argoproj.io"}) {
-				t.Errorf("finalizers %v", got)
+			// Deleting the root app must not cascade into the apps' workloads.
+			if got := addontest.Strings(app.Field("metadata.finalizers")); slices.Contains(got, argocd.Finalizer) {
+				t.Errorf("root app finalizers %v: removing Argo CD would delete every app it synced", got)
 			}
 			wantSpec := map[string]any{
 				"project":     "default",
@@ -137,5 +146,19 @@ func TestArgoCDRefuses(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestURL(t *testing.T) {
+	for host, want := range map[string]string{
+		"192.168.1.250":                          "https://192.168.1.250",
+		"fd00:10::fe":                            "https://[fd00:10::fe]",
+		"FD00:0010:0000::00fe":                   "https://[fd00:10::fe]",
+		"::ffff:192.168.1.250":                   "https://[::ffff:192.168.1.250]",
+		"argocd-server.argocd.svc.cluster.local": "https://argocd-server.argocd.svc.cluster.local",
+	} {
+		if got := argocd.URL(host); got != want {
+			t.Errorf("URL(%q) = %q, want %q", host, got, want)
+		}
 	}
 }

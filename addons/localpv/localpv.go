@@ -58,7 +58,10 @@ func NewLocalPV(ctx *pulumi.Context, name string, args *LocalPVArgs, opts ...pul
 	if err := ctx.RegisterComponentResource("rack:addons:LocalPV", name, l, opts...); err != nil {
 		return nil, err
 	}
-	parent := pulumi.Parent(l)
+	// A volume or the addon taken out of the inventory leaves its
+	// PersistentVolume (and the class) in the cluster: a claim bound to it
+	// keeps its data. rack lists them as kept.
+	parent := pulumi.Composite(pulumi.Parent(l), pulumi.RetainOnDelete(true))
 	className := args.StorageClass
 	if className == "" {
 		className = DefaultStorageClass

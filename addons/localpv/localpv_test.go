@@ -48,6 +48,11 @@ func TestLocalPV(t *testing.T) {
 				if r.Type != typComponent && r.Parent != comp.Key() {
 					t.Errorf("%s is parented to %q", r.Key(), r.Parent)
 				}
+				// A volume taken out of the inventory stays in the cluster,
+				// and a claim bound to it keeps its data.
+				if r.Custom && !r.RetainOnDelete {
+					t.Errorf("%s would be deleted when taken out of the inventory: want RetainOnDelete", r.Key())
+				}
 			}
 			if class != tt.wantClass {
 				t.Errorf("StorageClass output %q, want %q", class, tt.wantClass)

@@ -77,7 +77,10 @@ func NewLonghorn(ctx *pulumi.Context, name string, args *LonghornArgs, opts ...p
 	if err := ctx.RegisterComponentResource("rack:addons:Longhorn", name, l, opts...); err != nil {
 		return nil, err
 	}
-	parent := pulumi.Parent(l)
+	// Removing Longhorn from the inventory must not delete its volumes: rack
+	// then stops managing it and leaves it running (the listing before the
+	// run says so, and how to uninstall it for real). Every child is kept.
+	parent := pulumi.Composite(pulumi.Parent(l), pulumi.RetainOnDelete(true))
 	nsName := args.Namespace
 	if nsName == "" {
 		nsName = DefaultNamespace

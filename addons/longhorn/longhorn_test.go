@@ -51,6 +51,11 @@ func TestLonghorn(t *testing.T) {
 				if r.Type != typComponent && r.Parent != comp.Key() {
 					t.Errorf("%s is parented to %q", r.Key(), r.Parent)
 				}
+				// Taking Longhorn out of the inventory must never delete
+				// its volumes: every child stays in the cluster.
+				if r.Custom && !r.RetainOnDelete {
+					t.Errorf("%s would be deleted with the addon (and the volumes with it): want RetainOnDelete", r.Key())
+				}
 			}
 			if class != "longhorn" {
 				t.Errorf("StorageClass output %q", class)

@@ -114,7 +114,7 @@ func NewMetalLB(ctx *pulumi.Context, name string, args *MetalLBArgs, opts ...pul
 	rel := &helmv3.ReleaseArgs{
 		Name:      pulumi.String("metallb"),
 		Namespace: m.Namespace,
-		Values:    chartValues(),
+		Values:    chartValues(args.Pools),
 		// The pools below go through MetalLB's validating webhook: the
 		// release must be ready, not merely applied.
 		Timeout: pulumi.Int(600),
@@ -151,14 +151,32 @@ func NewMetalLB(ctx *pulumi.Context, name string, args *MetalLBArgs, opts ...pul
 }
 
 // chartValues are rack's settings over the chart's defaults.
-func chartValues() pulumi.Map {
+func chartValues(pools []Pool) pulumi.Map {
 	return pulumi.Map{
 		"crds": pulumi.Map{"enabled": pulumi.Bool(true)},
 		// Speakers run on the control plane too: on a small rack every node
 		// may have to answer ARP for a Service.
 		"speaker": pulumi.Map{"tolerateMaster": pulumi.Bool(true)},
+		// 0.16 turns frr-k8s on by default: a DaemonSet and a webhook on
+		// every Pi that only BGP needs.
+		"frrk8s": pulumi.Map{"enabled": pulumi.Bool(UsesBGP(pools))},
 	}
 }
+
+// UsesBGP reports whether any pool is announced over BGP.
+func UsesBGP(pools []Pool) bool {
+	for _, p := range pools {
+		if p.Mode == ModeBGP {
+			return true
+		}
+	}
+	return false
+}
+
+// asn is an AS number as a Pulumi number: a float64 holds every uint32
+// exactly, where int would overflow above 2^31 on 32-bit hosts (a Pi on a
+// 32-bit OS).
+func asn(n uint32) pulumi.Float64 { return pulumi.Float64(float64(n)) }
 
 // pool registers one IPAddressPool and how it is announced.
 func (m *MetalLB) pool(ctx *pulumi.Context, name string, p Pool, opts ...pulumi.ResourceOption) error {
@@ -178,8 +196,8 @@ func (m *MetalLB) pool(ctx *pulumi.Context, name string, p Pool, opts ...pulumi.
 			peerName := fmt.Sprintf("%s-peer-%d", p.Name, i)
 			peerNames = append(peerNames, pulumi.String(peerName))
 			if _, err := m.custom(ctx, fmt.Sprintf("%s-peer-%d", res, i), apiV1beta2, "BGPPeer", peerName, pulumi.Map{
-				"myASN":       pulumi.Int(int(p.MyASN)),
-				"peerASN":     pulumi.Int(int(peer.ASN)),
+				"myASN":       asn(p.MyASN),
+				"peerASN":     asn(peer.ASN),
 				"peerAddress": pulumi.String(peer.Address),
 			}, opts...); err != nil {
 				return err

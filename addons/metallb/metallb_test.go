@@ -97,6 +97,10 @@ func TestMetalLB(t *testing.T) {
 			if rel.Field("values.crds.enabled") != true {
 				t.Errorf("values.crds.enabled = %v: the pools need the CRDs", rel.Field("values.crds.enabled"))
 			}
+			// frr-k8s (a DaemonSet and a webhook per node) only for BGP.
+			if got := rel.Field("values.frrk8s.enabled"); got != (len(tt.wantBGP) > 0) {
+				t.Errorf("values.frrk8s.enabled = %v with BGP pools %v", got, tt.wantBGP)
+			}
 			if !slices.Contains(rel.DependsOn, ns.Key()) {
 				t.Errorf("release does not depend on its namespace: %v", rel.DependsOn)
 			}
@@ -224,5 +228,27 @@ func TestMetalLBRefuses(t *testing.T) {
 				t.Fatalf("error %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestMetalLBFourByteASN: private 4-byte AS numbers (RFC 6996,
+// 4200000000-4294967294) are above 2^31: they reach the BGPPeer exactly,
+// as numbers, on every host (an int conversion overflows on 32-bit ones;
+// GOARCH=386 go test runs this there).
+func TestMetalLBFourByteASN(t *testing.T) {
+	const my, peer = uint32(4200000001), uint32(4294967294)
+	m, _ := run(t, &metallb.MetalLBArgs{Pools: []metallb.Pool{{
+		Name: "routed", Addresses: []string{"10.20.0.0/24"}, Mode: metallb.ModeBGP, MyASN: my,
+		Peers: []metallb.Peer{{Address: "192.168.1.1", ASN: peer}},
+	}}})
+	p, ok := m.Find(typPeer, "metallb-routed-peer-0")
+	if !ok {
+		t.Fatal("no BGPPeer")
+	}
+	if got := p.Field("spec.myASN"); got != float64(my) {
+		t.Errorf("myASN %v (%T), want %d", got, got, my)
+	}
+	if got := p.Field("spec.peerASN"); got != float64(peer) {
+		t.Errorf("peerASN %v (%T), want %d", got, got, peer)
 	}
 }
