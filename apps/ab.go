@@ -32,9 +32,10 @@ func (ab) Check(app inventory.App) []*Problem {
 		ps = append(ps, problem(app, "strategy.match.value", "%q: a backtick cannot be matched in a Traefik rule; choose another value", m.Value))
 	case m.Header != "" && len(validation.IsHTTPHeaderName(m.Header)) > 0:
 		ps = append(ps, problem(app, "strategy.match.header", "%q is not an HTTP header name, like X-Variant", m.Header))
-	case m.Cookie != "" && len(validation.IsHTTPHeaderName(m.Cookie)) > 0:
-		// Cookie names are HTTP tokens, like header names.
-		ps = append(ps, problem(app, "strategy.match.cookie", "%q is not a cookie name, like variant", m.Cookie))
+	case m.Cookie != "" && !inventory.IsCookieName(m.Cookie):
+		ps = append(ps, problem(app, "strategy.match.cookie", "%q is not a cookie name (an HTTP token), like variant", m.Cookie))
+	case m.Cookie != "" && strings.ContainsAny(m.Value, " \t\";,\\"):
+		ps = append(ps, problem(app, "strategy.match.value", "%q cannot be a cookie value (no spaces, quotes, commas, semicolons or backslashes): choose another value", m.Value))
 	}
 	return ps
 }

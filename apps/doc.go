@@ -37,4 +37,23 @@
 // for the previous to be healthy) and PruneLast on Deployments and Services.
 // The Pulumi deliverer makes objects of a wave depend on those of the waves
 // before it; Pulumi deletes removed objects after its creates and updates.
+//
+// # Secrets
+//
+// Env values the inventory takes from ${VAR} (Options.SecretEnv) never
+// appear in a rendered object: Deployments read them from the Secret
+// <app>-env (wave WaveConfig, before the workloads), which Render emits with
+// SecretPlaceholder values. The Pulumi deliverer fills it with the values as
+// Pulumi secrets; rack render writes it as a .yaml.example placeholder that
+// Argo CD does not apply, saying how to seal the values.
+//
+// # GitOps
+//
+// RenderRepo lays the same objects out for Argo CD: <path>/<app>/ per app
+// and one child Application per app, <path>/<app>.yaml, beside which the
+// root app-of-apps Application (addons/argocd) finds them. WriteRepo writes
+// them and removes only what rack render wrote before and no longer writes.
+//
+// Health gates, promote and rollback against a cluster live in
+// apps/release, which reads the API with client-go; this package renders.
 package apps

@@ -59,6 +59,20 @@ func TestServerSideDryRun(t *testing.T) {
 		t.Logf("%d objects accepted (%s CRDs)", n, addontest.TraefikCRDModule)
 	})
 
+	t.Run("secret env", func(t *testing.T) {
+		app := mysql()
+		rel, _ := apps.Deploy(app, apps.Release{})
+		objs, err := apps.Render(app, rel, apps.Options{SecretEnv: []string{"MYSQL_PASSWORD"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if err := srv.DryRun(ctx, o.DeepCopy().Object); err != nil {
+				t.Errorf("%s refused: %v", apps.Key(o), err)
+			}
+		}
+	})
+
 	t.Run("every transition", func(t *testing.T) {
 		for i, rc := range renderCases() {
 			ns := fmt.Sprintf("release-%d", i)

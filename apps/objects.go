@@ -61,6 +61,8 @@ const DefaultStoragePath = "/data"
 type builder struct {
 	app inventory.App
 	ns  string
+	// secret is the set of env keys read from the Secret <app>-env.
+	secret map[string]bool
 }
 
 func newBuilder(app inventory.App, opts Options) *builder {
@@ -68,7 +70,14 @@ func newBuilder(app inventory.App, opts Options) *builder {
 	if ns == "" {
 		ns = DefaultNamespace
 	}
-	return &builder{app: app, ns: ns}
+	b := &builder{app: app, ns: ns}
+	for _, k := range opts.SecretEnv {
+		if b.secret == nil {
+			b.secret = map[string]bool{}
+		}
+		b.secret[k] = true
+	}
+	return b
 }
 
 // Names of the objects, derived from the app's name.
@@ -205,6 +214,12 @@ func (b *builder) env() []corev1.EnvVar {
 	sort.Strings(names)
 	var out []corev1.EnvVar
 	for _, k := range names {
+		if b.secret[k] {
+			out = append(out, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: SecretName(b.app.Name)}, Key: k},
+			}})
+			continue
+		}
 		out = append(out, corev1.EnvVar{Name: k, Value: b.app.Env[k]})
 	}
 	return out

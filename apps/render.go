@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/homelab/rack/inventory"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -19,6 +20,13 @@ type Options struct {
 	// Namespace holds the app's objects (default DefaultNamespace). Render
 	// does not emit the Namespace itself: every app shares it.
 	Namespace string
+	// SecretEnv names the keys of app.Env that are secrets (their value
+	// came from ${VAR} in the inventory: inventory.EnvFromEnvironment).
+	// Their values never appear in a rendered object: Deployments read them
+	// from the Secret <app>-env, which Render emits with SecretPlaceholder
+	// values for the deliverer to fill (Pulumi: a secret; rack render: a
+	// placeholder to seal).
+	SecretEnv []string
 }
 
 // Render returns the Kubernetes objects of app in release state rel (as
@@ -43,9 +51,15 @@ func Render(app inventory.App, rel Release, opts Options) ([]*unstructured.Unstr
 	if err := checkRelease(app, s, rel); err != nil {
 		return nil, err
 	}
+	if err := checkSecretEnv(app, opts.SecretEnv); err != nil {
+		return nil, err
+	}
 	objs := s.Render(app, rel, opts)
 	b := newBuilder(app, opts)
 	objs = append(objs, b.pdb())
+	if len(opts.SecretEnv) > 0 {
+		objs = append(objs, b.envSecret())
+	}
 	if app.Storage != nil {
 		pvc, err := b.pvc()
 		if err != nil {
@@ -99,7 +113,7 @@ func Check(app inventory.App) []*Problem {
 	if e := app.Expose; e != nil && e.Host != "" && len(validation.IsDNS1123Subdomain(e.Host)) > 0 {
 		add("expose.host", "%q is not a host name, like web.home.arpa", e.Host)
 	}
-	if c := app.Strategy.Check; c != "" && (!strings.HasPrefix(c, "/") || strings.ContainsAny(c, " \t")) {
+	if c := app.Strategy.Check; c != "" && (!strings.HasPrefix(c, "/") || strings.ContainsFunc(c, unicode.IsSpace)) {
 		add("strategy.check", "%q must be an HTTP path starting with /, like /healthz", c)
 	}
 	names := make([]string, 0, len(app.Env))
@@ -149,7 +163,7 @@ func Wave(obj *unstructured.Unstructured) int {
 }
 
 var kindOrder = map[string]int{
-	"PersistentVolumeClaim": 0, "Service": 1, "Deployment": 2, "PodDisruptionBudget": 3,
+	"Secret": -1, "PersistentVolumeClaim": 0, "Service": 1, "Deployment": 2, "PodDisruptionBudget": 3,
 	"TraefikService": 4, "IngressRoute": 5,
 }
 
