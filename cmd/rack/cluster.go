@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sort"
@@ -13,10 +14,12 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
+	"github.com/homelab/rack/nodes/k3s/catalog"
 	"github.com/homelab/rack/nodes/kube"
 	"github.com/homelab/rack/stacks"
 )
@@ -41,16 +44,21 @@ func loadInventory(g *globals) (*inventory.Inventory, error) {
 type nodeFlags struct {
 	concurrency int
 	timeout     time.Duration
+	catalog     string
 }
 
 func (f *nodeFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.concurrency, "concurrency", 10, "nodes worked on at once")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 5*time.Minute, "how long to wait for each node to be Ready")
+	cmd.Flags().StringVar(&f.catalog, "catalog", "", "read the k3s version catalog from FILE instead of rack's own (a minor such as v1.33 in the inventory means its newest release there)")
 }
 
 func (f *nodeFlags) options(g *globals, inv *inventory.Inventory) (k3s.Options, error) {
 	if f.concurrency < 1 {
 		return k3s.Options{}, fmt.Errorf("--concurrency %d: must be at least 1", f.concurrency)
+	}
+	if err := resolveMinor(g, inv, f.catalog); err != nil {
+		return k3s.Options{}, fail(err)
 	}
 	o, err := k3s.NewOptions(inv)
 	if err != nil {
@@ -62,6 +70,30 @@ func (f *nodeFlags) options(g *globals, inv *inventory.Inventory) (k3s.Options, 
 		o.FanOut.Connect.Output = g.stderr
 	}
 	return o, nil
+}
+
+// resolveMinor turns a minor in cluster.k3s.version (v1.33) into the
+// newest release of that minor the catalog lists, and says so: the node
+// commands install and compare exact releases.
+func resolveMinor(g *globals, inv *inventory.Inventory, file string) error {
+	v := inv.Cluster.K3s.Version
+	if !inventory.IsK3sMinor(v) {
+		return nil
+	}
+	c, origin, err := catalog.Open(file)
+	if err != nil {
+		return err
+	}
+	if origin.Warning != "" {
+		fmt.Fprintln(g.stderr, "rack: "+origin.Warning)
+	}
+	exact, err := c.Resolve(v)
+	if err != nil {
+		return fmt.Errorf("%s: cluster.k3s.version: %w", inv.Where("cluster.k3s.version"), err)
+	}
+	fmt.Fprintf(g.stderr, "rack: cluster.k3s.version %s is k3s %s, the newest %s release in the catalog (%s)\n", v, exact, v, origin.Description)
+	inv.Cluster.K3s.Version = exact.String()
+	return nil
 }
 
 // signalContext is cancelled by Ctrl-C or SIGTERM, so work stops cleanly.
@@ -154,6 +186,22 @@ are installed (skipped with --nodes-only).`,
 			if err != nil {
 				return err
 			}
+			if !nodesOnly {
+				// Every chart at hand (mirror, overrides) before any node changes.
+				if err := stacks.CheckCharts(inv, g.stderr); err != nil {
+					return fail(err)
+				}
+			}
+			// Deleting what the inventory no longer has needs a yes.
+			so.Confirm = func(rm stacks.Removal) error {
+				if err := rm.WriteText(g.stderr); err != nil {
+					return err
+				}
+				if g.yes {
+					return nil
+				}
+				return confirm(g, "Go ahead?")
+			}
 			if preview {
 				res, err := stacks.Preview(ctx, inv, so)
 				if err != nil {
@@ -188,7 +236,10 @@ are installed (skipped with --nodes-only).`,
 			if err != nil {
 				return fail(err)
 			}
-			return fail(printStackResult(g, "up", res))
+			if err := printStackResult(g, "up", res); err != nil {
+				return fail(err)
+			}
+			return upApps(ctx, g, inv, so)
 		},
 	}
 	nf.register(cmd)
@@ -241,7 +292,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 	var kubeconfig string
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show every node: role, arch, k3s version, Ready, cordoned",
+		Short: "Show every node (role, arch, k3s version, Ready, cordoned) and every addon (chart, release status, ready pods)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(*cobra.Command, []string) error {
 			inv, err := loadInventory(g)
@@ -265,6 +316,11 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if !st.Healthy() {
 				return fail(fmt.Errorf("not every node is Ready"))
 			}
+			for _, a := range st.Addons {
+				if !a.Healthy() {
+					return fail(fmt.Errorf("addon %s: %s", a.Name, a.Problem))
+				}
+			}
 			return nil
 		},
 	}
@@ -272,20 +328,50 @@ func newStatusCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// readStatus reads the Nodes through rack's own kubeconfig
+// clusterStatus is rack status: the nodes and support window (statusReport,
+// its JSON fields unchanged) and the addons ("addons").
+type clusterStatus struct {
+	*statusReport
+	Addons []stacks.AddonStatus `json:"addons"`
+}
+
+func (s *clusterStatus) WriteText(w io.Writer) error {
+	if err := s.statusReport.WriteText(w); err != nil {
+		return err
+	}
+	if len(s.Addons) > 0 {
+		fmt.Fprintln(w)
+	}
+	return stacks.WriteAddonsText(w, s.Addons)
+}
+
+// readStatus reads the Nodes and the addons through rack's own kubeconfig
 // (.rack/<cluster>/kubeconfig), or the context named after the cluster in
 // the file --kubeconfig names.
-func readStatus(ctx context.Context, inv *inventory.Inventory, kubeconfig string) (*kube.Status, error) {
+func readStatus(ctx context.Context, inv *inventory.Inventory, kubeconfig string) (*clusterStatus, error) {
+	nodes, cs, err := readNodeStatus(ctx, inv, kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	addons, err := stacks.ReadAddons(ctx, cs, inv)
+	if err != nil {
+		return nil, err
+	}
+	return &clusterStatus{statusReport: nodes, Addons: addons}, nil
+}
+
+func readNodeStatus(ctx context.Context, inv *inventory.Inventory, kubeconfig string) (*statusReport, kubernetes.Interface, error) {
 	if kubeconfig == "" {
 		kubeconfig = inv.State().Kubeconfig()
 	}
 	kc, err := kube.LoadContext(kubeconfig, inv.Cluster.Name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cs, err := kc.Clientset()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return kube.ReadStatus(ctx, cs, inv)
+	st, err := withSupport(inv)(kube.ReadStatus(ctx, cs, inv))
+	return st, cs, err
 }

@@ -5,11 +5,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/homelab/rack/inventory"
+	"github.com/homelab/rack/nodes"
+	"github.com/homelab/rack/nodes/k3s"
 	"github.com/homelab/rack/nodes/k3s/upgrade"
 	"github.com/homelab/rack/nodes/kube"
 )
@@ -18,10 +21,10 @@ func newUpgradeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "upgrade",
 		Short: "Upgrade k3s one supported minor at a time",
-		Args:  exactArgs(0, "a subcommand (plan)"),
+		Args:  exactArgs(0, "a subcommand (plan, apply)"),
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newUpgradePlanCmd(g))
+	cmd.AddCommand(newUpgradePlanCmd(g), newUpgradeApplyCmd(g))
 	return cmd
 }
 
@@ -113,4 +116,116 @@ func clusterNodes(ctx context.Context, inv *inventory.Inventory) ([]upgrade.Node
 	}
 	slices.SortStableFunc(out, func(a, b upgrade.Node) int { return cmp.Compare(order(a.Name), order(b.Name)) })
 	return out, nil
+}
+
+func newUpgradeApplyCmd(g *globals) *cobra.Command {
+	var cf catalogFlags
+	var df drainFlags
+	var to string
+	var force bool
+	var concurrency int
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Upgrade k3s node by node along rack upgrade plan's path; resumable",
+		Long: `Executes the path rack upgrade plan shows (--to, default the stable channel),
+node by node: servers one at a time, then agents (--concurrency at once), one
+minor at a time. Each node is drained (cordoned with rack's annotation, evicted
+through the Eviction API), gets the step's verified binary, restarts k3s, must
+come back Ready at the step's kubelet version, is recorded and uncordoned. A
+one-node cluster is not drained.
+
+The pre-flight refuses before anything changes: a node not Ready, a node
+cordoned by someone else, a cgroup v1 host going to k3s 1.35 or later (whose
+kubelet refuses cgroup v1) with the two fixes; and, unless --force, objects
+written under an API version a minor on the path removes (named, with the
+version that replaces it), a PodDisruptionBudget that allows no disruption of
+pods on a node to drain, Longhorn volumes that are not healthy.
+
+It stops at the first failure and says where every node stands; running it
+again resumes: nodes already at a step's version are skipped, and a node rack
+cordoned is uncordoned after its upgrade. Afterwards set cluster.k3s.version
+to the new version: rack up does not change versions itself.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if concurrency < 1 {
+				return fmt.Errorf("--concurrency %d: must be at least 1", concurrency)
+			}
+			at, err := cf.date()
+			if err != nil {
+				return err
+			}
+			c, _, err := cf.open(g)
+			if err != nil {
+				return err
+			}
+			inv, err := loadInventory(g)
+			if err != nil {
+				return err
+			}
+			cs, dyn, err := apiClient(inv, "")
+			if err != nil {
+				return fail(fmt.Errorf("%w (rack upgrade apply reads the cluster through rack's kubeconfig)", err))
+			}
+			o, err := k3s.NewOptions(inv)
+			if err != nil {
+				return fail(err)
+			}
+			o.ReadyTimeout = timeout
+			o.FanOut = nodes.FanOutOptions{Concurrency: concurrency, Progress: nodes.NewProgress(g.stderr)}
+			if g.verbose {
+				o.FanOut.Connect.Output = g.stderr
+			}
+			ctx, cancel := signalContext()
+			defer cancel()
+			e, err := upgrade.Prepare(ctx, inv, upgrade.Cluster{Client: cs, Dynamic: dyn}, upgrade.ApplyOptions{
+				Request: upgrade.Request{Catalog: c, To: to, At: at}, Force: force, Concurrency: concurrency,
+				Drain: df.options(g), K3s: o})
+			if err != nil {
+				return fail(err)
+			}
+			defer e.Close()
+			if g.output == outputJSON {
+				err = writeJSON(g.stdout, e)
+			} else {
+				err = e.WriteText(g.stdout, at)
+			}
+			if err != nil {
+				return fail(err)
+			}
+			if bad := e.Blocking(); len(bad) > 0 {
+				return fail(fmt.Errorf("the upgrade is refused, nothing was changed:\n  %s", upgrade.Summary(bad)))
+			}
+			if e.Changes() == 0 {
+				if g.output != outputJSON {
+					e.Done(g.stdout)
+				}
+				return nil
+			}
+			if !g.yes {
+				if err := confirm(g, fmt.Sprintf("Upgrade cluster %s to k3s %s, node by node?", inv.Cluster.Name, e.To)); err != nil {
+					return err
+				}
+			}
+			res, err := e.Run(ctx)
+			if len(res) > 0 {
+				fmt.Fprintln(g.stderr)
+				_ = nodes.WriteSummary(g.stderr, res)
+			}
+			if err != nil {
+				return fail(err)
+			}
+			if g.output != outputJSON {
+				e.Done(g.stdout)
+			}
+			return nil
+		},
+	}
+	cf.register(cmd)
+	df.register(cmd, "drain-timeout", "")
+	cmd.Flags().StringVar(&to, "to", "", "target: a k3s release (v1.34.2+k3s1) or a minor (v1.34, its newest release); default the stable channel")
+	cmd.Flags().BoolVar(&force, "force", false, "go on despite objects under removed APIs, PodDisruptionBudgets that allow no disruption now, or unhealthy Longhorn volumes")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 1, "agents upgraded at once (servers always go one at a time)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long each node may take to restart and be Ready at the new version")
+	return cmd
 }

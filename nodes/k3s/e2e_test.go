@@ -457,9 +457,13 @@ func TestPackagesOnAFreshPi(t *testing.T) {
 // bounds it by --timeout and fails the node with the end of its log.
 func TestServerThatNeverGetsReady(t *testing.T) {
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{{Name: "server", Role: "server"}}})
-	// The server's datastore (the test control plane) is out of reach.
-	if _, err := lab.Host("server").Exec(context.Background(), `sed -i 's#"url": "[^"]*"#"url": "https://127.0.0.1:1"#' /etc/rancher/.fake/controlplane.json`); err != nil {
-		t.Fatal(err)
+	// The server's API server starts but never answers (as one whose
+	// datastore hangs): the fake k3s waits for it, as k3s does.
+	script := `printf '#!/bin/sh\nexec sleep 600\n' >/usr/local/bin/hung-apiserver && chmod 755 /usr/local/bin/hung-apiserver &&
+sed -i 's#"APIServer": "[^"]*"#"APIServer": "/usr/local/bin/hung-apiserver"#' /etc/rancher/.fake/controlplane.json &&
+grep -q hung-apiserver /etc/rancher/.fake/controlplane.json`
+	if out, err := lab.Host("server").Exec(context.Background(), script); err != nil {
+		t.Fatalf("%v %s", err, out)
 	}
 	inv, ps, err := inventory.Load(lab.Inventory)
 	if err != nil || ps.HasErrors() {
@@ -479,7 +483,7 @@ func TestServerThatNeverGetsReady(t *testing.T) {
 	if err == nil {
 		t.Fatal("rack up succeeded with a server that cannot start")
 	}
-	for _, want := range []string{"server", "restart k3s", "did not report ready within 15s", "the end of its log", "Waiting to"} {
+	for _, want := range []string{"server", "restart k3s", "did not report ready within 15s", "the end of its log", "Waiting for kube-apiserver"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error lacks %q:\n%v", want, err)
 		}

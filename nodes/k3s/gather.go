@@ -22,7 +22,7 @@ import (
 func BuildPlan(ctx context.Context, inv *inventory.Inventory, o Options) (*Plan, error) {
 	version := inv.Cluster.K3s.Version
 	if _, err := inventory.ParseK3sVersion(version); err != nil {
-		return nil, fmt.Errorf("%s: cluster.k3s.version %q is a minor version; until rack ships a version catalog, write an exact release such as %s.5+k3s1", inv.Where("cluster.k3s.version"), version, version)
+		return nil, fmt.Errorf("%s: cluster.k3s.version %q is not an exact k3s release: the rack commands resolve a minor through the version catalog (rack versions lists them); or write one such as %s.5+k3s1", inv.Where("cluster.k3s.version"), version, version)
 	}
 	token, err := ResolveToken(inv)
 	if err != nil {

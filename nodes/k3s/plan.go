@@ -228,13 +228,11 @@ func (p *planner) binaryPlan() string {
 			return fmt.Sprintf("installed k3s reports version %q, which rack cannot read: reinstall the node (rack node remove, then rack node add)", f.K3sVersion)
 		}
 		if cur.Compare(want) > 0 {
-			return fmt.Sprintf("k3s %s is installed, newer than the inventory's %s: rack never downgrades; set cluster.k3s.version to %s or newer", f.K3sVersion, d.Version, f.K3sVersion)
+			return fmt.Sprintf("k3s %s is installed, newer than the inventory's %s: rack never downgrades; set cluster.k3s.version to %s or newer (if an interrupted rack upgrade apply put it there, run rack upgrade apply again to finish)", f.K3sVersion, d.Version, f.K3sVersion)
 		}
-		if gap := inventory.MinorGap(cur, want); gap > 1 {
-			return fmt.Sprintf("k3s %s → %s skips %d minor version(s): Kubernetes upgrades one minor at a time; use rack upgrade plan / rack upgrade apply", f.K3sVersion, d.Version, gap-1)
-		}
-		p.binary = true
-		p.reason(fmt.Sprintf("k3s %s → %s", f.K3sVersion, d.Version))
+		// Version changes drain and restart one node at a time, servers
+		// first, one minor at a time: rack upgrade apply's work, not rack up's.
+		return fmt.Sprintf("k3s %s is installed and the inventory says %s: rack up does not change versions; use rack upgrade apply --to %s (rack upgrade plan --to %s shows the path)", f.K3sVersion, d.Version, d.Version, d.Version)
 	case f.K3sSHA256 != d.BinarySHA256:
 		p.binary = true
 		p.reason("the installed k3s binary differs from the release's (sha256 " + short(f.K3sSHA256) + " ≠ " + short(d.BinarySHA256) + ")")

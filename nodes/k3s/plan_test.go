@@ -174,10 +174,11 @@ func TestPlanNode(t *testing.T) {
 		{"converged", desired, obs(converged), ActionNothing, "", []string{"fetch the kubeconfig"}},
 		{"fresh", desired, Observed{Facts: nodes.Facts{Arch: "arm64", ArchKnown: true, Init: InitSystemd}}, ActionInstall, "k3s is not installed",
 			append(append([]string{"upload k3s v1.33.5+k3s1 (arm64) to /usr/local/bin/k3s", "write /etc/rancher/k3s/config.yaml", "write /etc/systemd/system/k3s.service"}, restartSteps...), "set labels and taints through the API")},
-		{"upgrade", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.32.9+k3s1"; f.K3sSHA256 = "old" })), ActionUpgrade, "k3s v1.32.9+k3s1 → v1.33.5+k3s1", installSteps},
-		{"patch release", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.33.4+k3s2" })), ActionUpgrade, "v1.33.4+k3s2 → v1.33.5+k3s1", installSteps},
+		// Version changes are rack upgrade apply's (drained, one node at a time).
+		{"upgrade refused: rack upgrade apply's", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.32.9+k3s1"; f.K3sSHA256 = "old" })), ActionRefused, "rack up does not change versions; use rack upgrade apply --to v1.33.5+k3s1", nil},
+		{"patch release refused: rack upgrade apply's", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.33.4+k3s2" })), ActionRefused, "use rack upgrade apply", nil},
 		{"downgrade refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.33.5+k3s2" })), ActionRefused, "never downgrades", nil},
-		{"skipping a minor refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.31.4+k3s1" })), ActionRefused, "skips 1 minor", nil},
+		{"skipping a minor refused", desired, obs(edit(func(f *nodes.Facts) { f.K3sVersion = "v1.31.4+k3s1" })), ActionRefused, "use rack upgrade apply", nil},
 		{"damaged binary", desired, obs(edit(func(f *nodes.Facts) { f.K3sSHA256 = "evil" })), ActionInstall, "differs from the release", installSteps},
 		{"labels only: no restart", desired, func() Observed {
 			o := obs(edit(func(f *nodes.Facts) { f.K3sConfig = otherLabels }))
