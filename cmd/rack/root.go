@@ -99,7 +99,8 @@ RACK_INVENTORY=lab.yaml or RACK_OUTPUT=json.`,
 	pf.BoolVar(&g.yes, "yes", false, "do not ask for confirmation (env RACK_YES)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return err })
 
-	root.AddCommand(newVersionCmd(g), newInventoryCmd(g), newPlanCmd(g), newUpCmd(g), newStatusCmd(g), newVersionsCmd(g), newUpgradeCmd(g))
+	root.AddCommand(newVersionCmd(g), newInventoryCmd(g), newPlanCmd(g), newUpCmd(g), newStatusCmd(g), newVersionsCmd(g), newUpgradeCmd(g), newNodeCmd(g), newAppCmd(g), newRenderCmd(g))
+	root.AddCommand(newBackupCmd(g), newRebuildCmd(g))
 	return root
 }
 
