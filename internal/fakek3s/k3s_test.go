@@ -12,12 +12,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -84,10 +86,6 @@ func TestVersionOutput(t *testing.T) {
 func TestFakeK3sCluster(t *testing.T) {
 	t.Parallel()
 	r := testrack.New(t, 3, testrack.WithPi(1))
-	var addrs []string
-	for _, h := range r.Hosts {
-		addrs = append(addrs, h.Addr)
-	}
 	// The cluster's secrets and binaries; the server runs its own control
 	// plane (etcd or SQLite, kube-apiserver, controllers), kwok keeps the
 	// Nodes Ready.
@@ -130,7 +128,7 @@ func TestFakeK3sCluster(t *testing.T) {
 			for _, hu := range []struct {
 				h    *testrack.Host
 				unit string
-			}{{server, "k3s"}, {agent, "k3s-agent"}, {intruder, "k3s-agent"}} {
+			}{{server, "k3s"}, {agent, "k3s-agent"}, {intruder, "k3s-agent"}, {intruder, "k3s"}} {
 				t.Logf("%s %s log:\n%s", hu.h.Name, hu.unit, UnitLog(context.Background(), hu.h, hu.unit))
 			}
 		}
@@ -313,6 +311,86 @@ systemctl restart k3s`)
 		})
 		// The agent still reaches the cluster through the server.
 		mustExec(t, agent, "systemctl restart k3s-agent")
+	})
+
+	// k3s' managed etcd controllers: each server names its etcd member on
+	// its Node, every server keeps the member controller's finalizer on
+	// servers' Nodes, and deleting a server's Node removes its member first.
+	t.Run("deleting a server's Node removes its etcd member", func(t *testing.T) {
+		second := intruder
+		mustExec(t, second, "systemctl disable --now k3s-agent && rm -f /etc/systemd/system/k3s-agent.service.env")
+		writeFile(t, second, "/etc/rancher/k3s/config.yaml", 0o600, fmt.Sprintf("server: https://%s:6443\ntoken: %s\n", server.Addr, clusterToken))
+		writeFile(t, second, "/etc/systemd/system/k3s.service", 0o644, k3sUnitFor("server"))
+		mustExec(t, second, "systemctl daemon-reload && systemctl enable --now --no-block k3s")
+		t.Cleanup(func() { _, _ = exec1(t, second, "systemctl disable --now k3s") })
+		waitNodeReady(t, ctx, cs, second.Name)
+		etcdctl := func(args string) string {
+			return mustExec(t, server, "ETCDCTL_API=3 "+c.Bin.Etcdctl+" --endpoints http://127.0.0.1:2379 "+args)
+		}
+		members := func() string { return etcdctl("member list") }
+		for _, h := range []*testrack.Host{server, second} {
+			waitUntil(t, ctx, h.Name+"'s Node annotated and finalized", func() (bool, string) {
+				n, err := cs.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
+				if err != nil {
+					return false, err.Error()
+				}
+				return n.Annotations["etcd.k3s.cattle.io/node-name"] == h.Name && n.Annotations["etcd.k3s.cattle.io/node-address"] == h.Addr &&
+					slices.Contains(n.Finalizers, "wrangler.cattle.io/managed-etcd-controller"), fmt.Sprint(n.Annotations, n.Finalizers)
+			})
+		}
+		// The agent's Node gets the finalizer too (wrangler's OnRemove holds
+		// every Node), but names no member.
+		waitUntil(t, ctx, "pi-agent's finalizer", func() (bool, string) {
+			n, err := cs.CoreV1().Nodes().Get(ctx, "pi-agent", metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			return slices.Contains(n.Finalizers, "wrangler.cattle.io/managed-etcd-controller") && n.Annotations["etcd.k3s.cattle.io/node-name"] == "", fmt.Sprint(n.Annotations, n.Finalizers)
+		})
+
+		// A member that has not started yet has no name in etcd: the
+		// deletion of a Node naming it leaves it be.
+		etcdctl("member add late --peer-urls=http://127.0.0.2:2380")
+		late := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "late",
+			Labels:      map[string]string{"node-role.kubernetes.io/etcd": "true"},
+			Annotations: map[string]string{"etcd.k3s.cattle.io/node-name": "late", "etcd.k3s.cattle.io/node-address": "127.0.0.2"}}}
+		if _, err := cs.CoreV1().Nodes().Create(ctx, late, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, ctx, "late's Node finalized", func() (bool, string) {
+			n, err := cs.CoreV1().Nodes().Get(ctx, "late", metav1.GetOptions{})
+			return err == nil && len(n.Finalizers) > 0, fmt.Sprint(err)
+		})
+		if err := cs.CoreV1().Nodes().Delete(ctx, "late", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, ctx, "late's Node gone", func() (bool, string) {
+			_, err := cs.CoreV1().Nodes().Get(ctx, "late", metav1.GetOptions{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+		m := members()
+		var lateID string
+		for _, line := range strings.Split(m, "\n") {
+			if strings.Contains(line, "http://127.0.0.2:2380") {
+				lateID, _, _ = strings.Cut(line, ",")
+			}
+		}
+		if lateID == "" {
+			t.Fatalf("the unstarted member was removed:\n%s", m)
+		}
+		etcdctl("member remove " + lateID)
+
+		if err := cs.CoreV1().Nodes().Delete(ctx, second.Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, ctx, second.Name+"'s Node and member gone", func() (bool, string) {
+			_, err := cs.CoreV1().Nodes().Get(ctx, second.Name, metav1.GetOptions{})
+			m := members()
+			return apierrors.IsNotFound(err) && !strings.Contains(m, ", "+second.Name+", "), fmt.Sprint(err, "\n", m)
+		})
+		if m := members(); strings.Count(m, "\n") != 0 || !strings.Contains(m, ", "+server.Name+", ") {
+			t.Errorf("etcd members left:\n%s", m)
+		}
 	})
 }
 

@@ -185,7 +185,9 @@ func TestFakeK3sSnapshotAndReset(t *testing.T) {
 	t.Run("node password", func(t *testing.T) {
 		// The agent's disk is replaced: a new password, the old hash in the cluster.
 		mustExec(t, agent, "systemctl stop k3s-agent && rm -rf /etc/rancher/node")
-		mustExec(t, agent, "systemctl start k3s-agent")
+		// k3s' own unit is Type=notify: the start waits until the agent is up,
+		// which it is not while it is refused.
+		_, _ = exec1(t, agent, "timeout 5 systemctl start k3s-agent")
 		waitUntil(t, ctx, "the agent refused", func() (bool, string) {
 			return strings.Contains(UnitLog(ctx, agent, "k3s-agent"), "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry"), ""
 		})

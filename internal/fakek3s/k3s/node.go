@@ -143,6 +143,13 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 		if cp.PodNetwork && !cp.RealNode {
 			srv.podRoutes(ctx, cp)
 		}
+		if srv.datastoreKind(s) == storeEtcd {
+			admin, err := newAPIClient(localURL, cp)
+			if err != nil {
+				return err
+			}
+			srv.etcdControllers(ctx, admin, cp.Bin.Etcdctl)
+		}
 		if serverURL == "" {
 			api, err := newAPIClient(localURL, cp)
 			if err != nil {
@@ -246,17 +253,6 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func hostPort(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "", fmt.Errorf("control plane url %q: not a URL", raw)
-	}
-	if u.Port() == "" {
-		return net.JoinHostPort(u.Hostname(), "443"), nil
-	}
-	return u.Host, nil
 }
 
 // clusterData is the cluster record's content.

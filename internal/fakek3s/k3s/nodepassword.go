@@ -38,6 +38,8 @@ const (
 
 // errNodePasswordRejected is k3s' message for a node whose password does
 // not match its Secret.
+//
+//lint:ignore ST1005 k3s' own message, verbatim
 var errNodePasswordRejected = errors.New("Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry, try enabling a unique node name with the --with-node-id flag")
 
 func nodePasswordSecret(node string) string { return strings.ToLower(node + ".node-password.k3s") }

@@ -27,7 +27,8 @@ import (
 // (a member of the cluster's etcd, as with --cluster-init and joining
 // servers) or, for a single server, kine on SQLite (k3s' default
 // datastore), then kube-apiserver on :6443, kube-controller-manager and
-// kube-scheduler (both with leader election, as on several servers).
+// kube-scheduler (both with leader election, as on several servers). A
+// server on etcd also runs k3s' managed etcd controllers (etcdmember.go).
 //
 // Layout under <data-dir>/server, as k3s': db/etcd or db/state.db, tls/,
 // logs of each component in logs/ (k3s logs them in its own journal).

@@ -432,6 +432,7 @@ func clusterReset(ctx context.Context, s *settings, restore string, log *logger)
 	resetFlag := filepath.Join(db, resetFlagName)
 	if restore == "" {
 		if _, err := os.Stat(resetFlag); err == nil {
+			//lint:ignore ST1005 k3s' own message, verbatim
 			return fmt.Errorf("Managed etcd cluster membership was previously reset, please remove the cluster-reset flag and start k3s normally. If you need to perform another cluster reset, you must first manually delete the file at %s", resetFlag)
 		}
 		if !hasEtcd(s) {
