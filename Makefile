@@ -38,15 +38,11 @@ unit:
 bench:
 	@scripts/bench.sh
 
-## demo: a 3-host test rack on this machine (needs root), bootstrapped by rack.
-## Afterwards: bin/rack -i .demo/rack.yaml status. Remove it with make demo-down.
-DEMO := bin/rack -i .demo/rack.yaml
+## demo: a 3-host test rack on this machine whose pods really run (needs root),
+## brought up by rack: nodes, MetalLB, Traefik, local volumes and a sample app,
+## then a request to the app through MetalLB's address. Remove it with make demo-down.
 demo: build deps
-	@scripts/build-controlplane.sh >/dev/null
-	@$(GO) run ./scripts/demo up -dir .demo
-	KUBECONFIG=$(CURDIR)/.demo/kubeconfig $(DEMO) plan
-	KUBECONFIG=$(CURDIR)/.demo/kubeconfig $(DEMO) up --nodes-only --yes
-	$(DEMO) status
+	@scripts/demo.sh
 
 demo-down:
 	@$(GO) run ./scripts/demo down -dir .demo

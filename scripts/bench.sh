@@ -24,8 +24,14 @@ FIGURES=(
 	rerun_16_seconds # converged rack up re-run on 16 hosts, seconds (goal <= 3)
 	rerun_16_bytes  # bytes that re-run uploads (goal 0)
 	validate_200_ms # loading + validating a 200-node inventory, ms (goal < 100)
+	stacks_rerun_seconds # converged rack up of the platform stacks, seconds (goal <= 10)
+	up_vs_pulumi    # that run / a bare pulumi up of the same stack and state (goal <= 1.2)
+	drain_vs_kubectl # rack node drain / kubectl drain of the same node with 30 pods (goal <= 1.1)
+	bluegreen_flip_seconds # rack app promote until clients see only v2, seconds (goal <= 2)
+	release_errors  # failed client requests over a full canary release under load (goal 0)
+	rebuild_vs_up   # t(rebuild of a 3-server rack that lost every server, from an etcd snapshot) / t(rack up --nodes-only of it) (goal <= 2)
 )
-PACKAGES=(./inventory/ ./nodes/ ./nodes/k3s/)
+PACKAGES=(./inventory/ ./nodes/ ./nodes/k3s/ ./stacks/ ./cmd/rack/)
 
 cd "$(dirname "$0")/.."
 export RACK_TEST_REQUIRE_ROOT="${RACK_TEST_REQUIRE_ROOT:-}"
@@ -34,7 +40,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 status=0
-go test -run '^$' -bench . -benchtime 1x "${PACKAGES[@]}" >"$log" 2>&1 || status=$?
+go test -run '^$' -bench . -benchtime 1x -timeout 90m "${PACKAGES[@]}" >"$log" 2>&1 || status=$?
 cat "$log" >&2
 if [ "$status" -ne 0 ]; then
 	echo "bench.sh: go test failed (exit $status)" >&2

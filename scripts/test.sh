@@ -1,31 +1,54 @@
 #!/usr/bin/env bash
 # Runs every test once, keeps the full log, and fails when a test skipped on CI
 # (tests may only skip for a declared short mode; root-only tests must run there).
+#
+# Two phases, so the machine is never idle on a cold run: while the pulumi CLI
+# and the kubernetes provider plugin build (CPU-bound, and needed only by
+# ./stacks/ and ./cmd/rack/), the other packages' tests run (they mostly wait
+# on test hosts and API servers). Then ./stacks/ and ./cmd/rack/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-log="${CACHE_DIR:-.cache}/test.log"
-mkdir -p "$(dirname "$log")"
+cache="${CACHE_DIR:-.cache}"
+log="$cache/test.log"
+mkdir -p "$cache"
+: >"$log"
+began=$(date +%s)
+stamp() { echo "== $* ($(($(date +%s) - began)) s)"; }
+
 if [ "$(id -u)" -eq 0 ]; then
 	export RACK_TEST_REQUIRE_ROOT=1
-	# The test control plane, built once and cached (about 12 minutes cold).
-	echo "== test control plane (scripts/build-controlplane.sh)"
+	# The test control plane (one go build), cached: about 9 minutes cold.
+	stamp "test control plane (scripts/build-controlplane.sh)"
 	RACK_CONTROLPLANE_DIR=$(scripts/build-controlplane.sh | tail -n 1) || { echo "building the test control plane failed"; exit 1; }
 	export RACK_CONTROLPLANE_DIR
+	# The container images the real-pods test rack runs (pause, rack's sample
+	# web server, MetalLB, Traefik), built from Go modules and cached.
+	stamp "test rack images (scripts/build-images.sh)"
+	RACK_IMAGES_DIR=$(scripts/build-images.sh | tail -n 1) || { echo "building the test rack's images failed"; exit 1; }
+	export RACK_IMAGES_DIR
 fi
-# The pulumi CLI the Automation API tests drive, built once and cached (about 10 minutes cold).
-echo "== pulumi CLI (scripts/build-pulumi.sh)"
-scripts/build-pulumi.sh >/dev/null || { echo "building the pulumi CLI failed"; exit 1; }
-# The kubernetes provider plugin those tests install (stacks/auto_test.go), likewise (about 20 minutes cold).
-echo "== pulumi kubernetes provider plugin (scripts/build-provider.sh)"
-scripts/build-provider.sh >/dev/null || { echo "building the pulumi kubernetes provider plugin failed"; exit 1; }
-# The container images the real-pods test rack runs (pause, rack's sample web
-# server, MetalLB, Traefik), built from Go modules and cached (about 15 minutes cold).
-echo "== test rack images (scripts/build-images.sh)"
-RACK_IMAGES_DIR=$(scripts/build-images.sh | tail -n 1) || { echo "building the test rack's images failed"; exit 1; }
-export RACK_IMAGES_DIR
-echo "== go test ./... (full log: $log)"
-go test -count=1 -v -timeout 40m ./... >"$log" 2>&1
+
+# The pulumi CLI and the kubernetes provider plugin, built once and cached
+# (about 4 and 10 minutes cold), in the background.
+stamp "pulumi CLI and kubernetes provider plugin (scripts/build-pulumi.sh, scripts/build-provider.sh), in the background"
+(scripts/build-pulumi.sh && scripts/build-provider.sh) >"$cache/build-pulumi.log" 2>&1 &
+pulumi_build=$!
+
+late=(./stacks ./cmd/rack)
+early=$(go list ./... | grep -v -x -e github.com/homelab/rack/stacks -e github.com/homelab/rack/cmd/rack)
+stamp "go test, all but ${late[*]} (full log: $log)"
+go test -count=1 -v -timeout 50m -parallel 3 $early >>"$log" 2>&1
 status=$?
+
+if ! wait "$pulumi_build"; then
+	echo "building the pulumi CLI or its kubernetes plugin failed:"
+	tail -n 40 "$cache/build-pulumi.log"
+	exit 1
+fi
+stamp "go test ${late[*]}"
+go test -count=1 -v -timeout 50m -parallel 3 "${late[@]}" >>"$log" 2>&1 || status=1
+stamp "tests done"
+
 grep -E '^(ok|FAIL|---|panic:|\?)' "$log" | grep -v -- '--- PASS' || true
 if [ $status -ne 0 ]; then
 	echo "== failures in detail"

@@ -105,7 +105,8 @@ func unpackedDir(inv *inventory.Inventory, src string) (string, error) {
 		return "", err
 	}
 	name := strings.TrimSuffix(filepath.Base(src), ".tgz") + "-" + hex.EncodeToString(h.Sum(nil))[:12]
-	return filepath.Join(inv.StateDir(), chartsSubdir, name), nil
+	// Absolute: Helm is handed it from the provider's working directory.
+	return filepath.Abs(filepath.Join(inv.StateDir(), chartsSubdir, name))
 }
 
 // unpacked is the folder a packaged chart was unpacked into by

@@ -122,7 +122,7 @@ func TestChartsUnpacked(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := ChartSource(inv, "addons.traefik")
-	if !strings.HasPrefix(dir, filepath.Join(inv.StateDir(), "charts")+string(filepath.Separator)) {
+	if !filepath.IsAbs(dir) || !strings.HasPrefix(dir, mustAbs(t, filepath.Join(inv.StateDir(), "charts"))+string(filepath.Separator)) {
 		t.Fatalf("traefik installs from %s, want a folder in the state dir", dir)
 	}
 	ignore, err := os.ReadFile(filepath.Join(dir, ".helmignore"))

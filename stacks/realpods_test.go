@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
@@ -41,17 +42,17 @@ type podsCluster struct {
 	Nodes       []string
 	StoragePath string
 	// Pool is an address range on the nodes' network, outside every node
-	// and the cluster's networks, that MetalLB may hand out.
-	Pool string
+	// and the cluster's networks, that MetalLB may hand out; Pool2 another.
+	Pool, Pool2 string
 }
 
 // realPodsCluster gives a test a cluster with real pods, stopped at the
 // end of the test.
 func realPodsCluster(t *testing.T) *podsCluster {
 	t.Helper()
-	// One server and one agent, both real nodes; one spare address on the
-	// test network for MetalLB's pool.
-	lab := testlab.New(t, testlab.Spec{Cluster: "pods", Spare: 1, Nodes: []testlab.Node{
+	// One server and one agent, both real nodes; two spare addresses on
+	// the test network for MetalLB's pools.
+	lab := testlab.New(t, testlab.Spec{Cluster: "pods", Spare: 2, Nodes: []testlab.Node{
 		{Name: "pods-server", Role: "server", Real: true},
 		{Name: "pods-agent", Role: "agent", Real: true},
 	}})
@@ -89,6 +90,7 @@ func realPodsCluster(t *testing.T) *podsCluster {
 		Kubeconfig: kc,
 		Nodes:      []string{"pods-server", "pods-agent"},
 		Pool:       lab.Rack.Spare[0] + "/32",
+		Pool2:      lab.Rack.Spare[1] + "/32",
 	}
 }
 
@@ -197,6 +199,27 @@ func TestMetalLBForReal(t *testing.T) {
 	onlySame(t, "second up", res.Changes)
 	r.wantRelease(t, metallb.DefaultNamespace, "metallb", "metallb", metallb.ChartVersion, 1)
 
+	// MetalLB's own webhook, served by its controller pod, refuses a
+	// malformed pool.
+	bad := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+		"metadata": map[string]any{"name": "bad", "namespace": metallb.DefaultNamespace},
+		"spec":     map[string]any{"addresses": []any{"not-an-address"}},
+	}}
+	_, err := r.dyn.Resource(ipAddressPools).Namespace(metallb.DefaultNamespace).Create(ctx, bad, metav1.CreateOptions{})
+	if err == nil || !strings.Contains(err.Error(), "admission webhook") {
+		t.Errorf("a malformed pool: %v, want it refused by MetalLB's webhook", err)
+	}
+
+	// A pool added to the inventory: only it (and its advertisement) is created.
+	pools2 := fmt.Sprintf("  metallb:\n    pools:\n      - {name: lan, addresses: [%s]}\n      - {name: lan2, addresses: [%s]}\n", pc.Pool, pc.Pool2)
+	inv = r.inventory(t, pc.nodes(""), pools2)
+	res, _ = r.mustUp(t, "a pool added", inv, Options{})
+	if res.Changes["create"] != 2 || res.Changes["update"]+res.Changes["delete"]+res.Changes["replace"] > 0 {
+		t.Errorf("adding a pool: changes %v, want the pool and its advertisement created alone", res.Changes)
+	}
+	r.wantRelease(t, metallb.DefaultNamespace, "metallb", "metallb", metallb.ChartVersion, 1)
+
 	addons, err := ReadAddons(ctx, r.cs, inv)
 	if err != nil || len(addons) != 1 || !addons[0].Healthy() {
 		t.Errorf("rack status: %+v, %v", addons, err)
@@ -223,7 +246,17 @@ func TestLonghornForReal(t *testing.T) {
 
 	r.mustUp(t, "first up", inv, Options{})
 	r.wantRelease(t, longhorn.DefaultNamespace, "longhorn", "longhorn", longhorn.ChartVersion, 1)
-	wantDefaults(t, r.cs, longhorn.StorageClass)
+	// longhorn-manager creates the class from the chart's ConfigMap once it
+	// runs (never here): the ConfigMap must make it the default, and no
+	// other class may be one.
+	cm, err := r.cs.CoreV1().ConfigMaps(longhorn.DefaultNamespace).Get(ctx, "longhorn-storageclass", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc := cm.Data["storageclass.yaml"]; !strings.Contains(sc, "name: "+longhorn.StorageClass) || !strings.Contains(sc, `storageclass.kubernetes.io/is-default-class: "true"`) {
+		t.Errorf("Longhorn's class, as its manager will create it:\n%s", sc)
+	}
+	wantDefaults(t, r.cs)
 	for _, n := range pc.Nodes {
 		node, err := r.cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
 		if err != nil {
@@ -247,7 +280,7 @@ func TestLonghornForReal(t *testing.T) {
 	}
 
 	inv = r.inventory(t, nodes, "")
-	_, _, err := r.up(t, "up without Longhorn", inv, Options{})
+	_, _, err = r.up(t, "up without Longhorn", inv, Options{})
 	var refused *RemovalError
 	if !errors.As(err, &refused) || len(refused.Removal.Deleted) != 0 ||
 		!slices.Contains(refused.Removal.Kept, Removed{"longhorn", "Release", "longhorn-system/longhorn"}) {

@@ -14,6 +14,7 @@ import (
 // TestCLIUpPlanStatus drives the rack binary's commands, in process, against
 // a test rack: plan, up --nodes-only --yes, a converged re-run, status.
 func TestCLIUpPlanStatus(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "cli", Nodes: []testlab.Node{
 		{Name: "srv", Role: "server", Pi: true}, {Name: "wrk", Role: "agent", Longhorn: true, LocalPV: "/storage"},
 	}})

@@ -150,6 +150,7 @@ func noTempFiles(t *testing.T, lab *testlab.Lab, node string) {
 // (A new version goes through rack upgrade apply, whose kill point is
 // TestUpgradeKilledResumes.)
 func TestKilledBeforeRestartIsFinished(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "kill", Nodes: []testlab.Node{
 		{Name: "srv", Role: "server"}, {Name: "wrk", Role: "agent"},
 	}})
@@ -198,6 +199,7 @@ func TestKilledBeforeRestartIsFinished(t *testing.T) {
 // Killed after the Pi's cmdline.txt was edited but before the reboot: the
 // memory cgroup stays off until a reboot, and the next run must reboot.
 func TestKilledBeforeRebootIsFinished(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "kill", Nodes: []testlab.Node{{Name: "pi", Role: "server", Pi: true}}})
 	ctx := killCtx(t)
 	pi := lab.Host("pi")
@@ -237,6 +239,7 @@ func TestKilledBeforeRebootIsFinished(t *testing.T) {
 // Killed in the middle of uploading the binary (a dropped link): the temp
 // file stays on the node until the next run removes it.
 func TestKilledUploadLeavesNoTempFile(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "kill", Nodes: []testlab.Node{{Name: "srv", Role: "server"}}})
 	ctx := killCtx(t)
 	srv := lab.Host("srv")

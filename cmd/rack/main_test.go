@@ -3,20 +3,55 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
+// rack runs the rack command. Without an environment, in process. With one
+// (a lab's HOME, KUBECONFIG…), as a process of its own with that
+// environment on top of the test's: tests on different labs then run in
+// parallel, which t.Setenv would forbid.
 func rack(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	for k, v := range env {
-		t.Setenv(k, v)
+	if env == nil {
+		var out, errb bytes.Buffer
+		code = run(args, &out, &errb)
+		return out.String(), errb.String(), code
 	}
-	var out, errb bytes.Buffer
-	code = run(args, &out, &errb)
-	return out.String(), errb.String(), code
+	var errb bytes.Buffer
+	return rackProcess(t, env, &errb, args...)
+}
+
+// rackProcess runs the built rack binary with env on top of the test's
+// environment; its stderr goes to stderr (also returned).
+func rackProcess(t *testing.T, env map[string]string, stderr interface {
+	io.Writer
+	fmt.Stringer
+}, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(rackBinary(t), args...)
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), stderr.String(), 0
+	case errors.As(err, &exit) && exit.ExitCode() >= 0:
+		return out.String(), stderr.String(), exit.ExitCode()
+	}
+	t.Fatalf("rack %s: %v", strings.Join(args, " "), err)
+	return "", "", -1
 }
 
 func writeInventory(t *testing.T, text string) string {

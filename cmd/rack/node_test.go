@@ -106,6 +106,7 @@ func mustCreate[T any](t *testing.T, create func(context.Context, T, metav1.Crea
 // pods stay; a drain without the budget goes through; uncordon; then an
 // agent is removed (Node gone, k3s uninstalled on the host) and added back.
 func TestNodeDrainUncordonRemoveAdd(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "nodes", Nodes: []testlab.Node{
 		{Name: "srv", Role: "server"}, {Name: "wrk-1", Role: "agent"}, {Name: "wrk-2", Role: "agent"},
 	}})
@@ -235,6 +236,7 @@ func threeServers(t *testing.T) *testlab.Lab {
 // member list read through etcd before and after), k3s is uninstalled, the
 // cluster keeps answering; removing the first server is refused.
 func TestNodeRemoveServer(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := threeServers(t)
 	mustUp(t, lab)
 	env, inv := lab.Env(), []string{"-i", lab.Inventory}

@@ -30,6 +30,7 @@ systemctl daemon-reload; true`); err != nil {
 // at the server's restart, the restored database already in place; the
 // next rebuild sees its journal, starts the restore over and finishes it.
 func TestRebuildKilledMidwayIsFinished(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "dr", Nodes: []testlab.Node{{Name: "srv", Role: "server"}}})
 	ctx := killCtx(t)
 	env := lab.Env()

@@ -28,6 +28,7 @@ import (
 // pods of its workloads; JSON keeps the nodes' fields and adds "addons";
 // an addon that is not deployed and ready fails the command.
 func TestStatusShowsAddons(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	c := testcluster.New(t)
 	cs := c.Clientset()
 	ctx := context.Background()

@@ -90,6 +90,7 @@ func noneCordoned(t *testing.T, lab *testlab.Lab) {
 // --force, while one of the same kind written under the new version is not
 // named. Nothing changes in either case.
 func TestUpgradePreflight(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "preflight", Nodes: []testlab.Node{{Name: "srv", Role: "server"}, {Name: "wrk", Role: "agent"}}})
 	mustUp(t, lab)
 	addVersions(t, lab, v134, v135)
@@ -184,22 +185,24 @@ func createWidgets(t *testing.T, dyn dynamic.Interface) {
 	}
 }
 
-// rackTimed runs rack in process like rack() does, with every stderr line
+// rackTimed runs rack as its own process like rack() does, with every stderr line
 // stamped with the time since the start (logged when the test fails).
 func rackTimed(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
-	var out strings.Builder
 	errw := &stampWriter{start: time.Now()}
-	code = run(args, &out, errw)
+	stdout, stderr, code = rackProcess(t, env, errw, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("rack %s: stderr:\n%s", strings.Join(args, " "), errw.b.String())
+			t.Logf("rack %s: stderr:\n%s", strings.Join(args, " "), stderr)
 		}
 	})
-	return out.String(), errw.b.String(), code
+	return stdout, stderr, code
+}
+
+func (w *stampWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 type stampWriter struct {
@@ -266,6 +269,7 @@ func checkSupport(t *testing.T, lab *testlab.Lab, version string) {
 // cordoned; the applied record lets rack plan agree afterwards; rack status
 // reports the support window before and after.
 func TestUpgradeTwoMinors(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "upgrade", Nodes: []testlab.Node{
 		{Name: "srv", Role: "server"}, {Name: "wrk-1", Role: "agent"}, {Name: "wrk-2", Role: "agent"},
 	}})
@@ -366,6 +370,7 @@ func TestUpgradeTwoMinors(t *testing.T) {
 // touch the versions; the next rack upgrade apply resumes, finishes and
 // uncordons it.
 func TestUpgradeKilledResumes(t *testing.T) {
+	t.Parallel() // its own lab; rack runs as a process of its own
 	lab := testlab.New(t, testlab.Spec{Cluster: "resume", Nodes: []testlab.Node{{Name: "srv", Role: "server"}, {Name: "wrk", Role: "agent"}}})
 	ctx := killCtx(t)
 	mustUp(t, lab)

@@ -281,6 +281,17 @@ func (l *Lab) writeControlPlanes() error {
 	return nil
 }
 
+// SparePool is the lab's spare addresses (Spec.Spare) as the entries of a
+// MetalLB pool's addresses list, each a quoted /32: spare addresses need
+// not be neighbours, and a range could take in another test rack's hosts.
+func (l *Lab) SparePool() string {
+	var out []string
+	for _, a := range l.Rack.Spare {
+		out = append(out, strconv.Quote(a+"/32"))
+	}
+	return strings.Join(out, ", ")
+}
+
 // Host is the test host of a node.
 func (l *Lab) Host(node string) *testrack.Host { return l.hosts[node] }
 

@@ -1,7 +1,10 @@
-// Command demo runs the test rack behind `make demo`: three test hosts (a
-// Raspberry Pi-flavoured server, an x86 agent offering Longhorn disk and a
-// local volume, a Pi agent), a control plane, and an inventory for them at
-// DIR/rack.yaml. The lab lives in a background process until `down`.
+// Command demo runs the test rack behind `make demo`: three test hosts whose
+// kubelets, containerd and kube-proxy run real pods (a server and two
+// agents, one offering a local volume), a control plane for them, two spare
+// addresses on the test network for MetalLB, and an inventory at
+// DIR/rack.yaml with the platform (MetalLB, Traefik, local volumes) and a
+// sample app exposed through Traefik. The lab lives in a background process
+// until `down`.
 //
 //	go run ./scripts/demo up   [-dir .demo]   start it (returns once it is ready)
 //	go run ./scripts/demo down [-dir .demo]   stop it and remove DIR
@@ -101,16 +104,19 @@ func serve(dir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logf := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
-	lab, err := testlab.Start(ctx, testlab.Spec{Cluster: "demo", Dir: dir, Logf: logf, Extra: "addons:\n  localPV: {}\n", Nodes: []testlab.Node{
-		{Name: "pinemaster", Role: "server", Pi: true, Labels: map[string]string{"topology.kubernetes.io/zone": "shelf-1"}},
-		{Name: "potato-7", Role: "agent", Arch: "amd64", Longhorn: true, LocalPV: "/storage"},
-		{Name: "pinecone-1", Role: "agent", Pi: true},
+	lab, err := testlab.Start(ctx, testlab.Spec{Cluster: "demo", Version: "v1.36.5+k3s1", Dir: dir, Logf: logf, Spare: 2, Nodes: []testlab.Node{
+		{Name: "pinemaster", Role: "server", Real: true, Labels: map[string]string{"topology.kubernetes.io/zone": "shelf-1"}},
+		{Name: "potato-7", Role: "agent", Arch: "amd64", Real: true, LocalPV: "/storage"},
+		{Name: "pinecone-1", Role: "agent", Real: true},
 	}})
+	if err == nil {
+		defer lab.Close()
+		err = lab.WriteInventory(platform(lab.SparePool()))
+	}
 	if err != nil {
 		_ = os.WriteFile(filepath.Join(dir, "failed"), []byte(err.Error()+"\n"), 0o600)
 		return err
 	}
-	defer lab.Close()
 	if err := os.WriteFile(filepath.Join(dir, "demo.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		return err
 	}
@@ -121,6 +127,27 @@ func serve(dir string) error {
 	<-ctx.Done()
 	logf("stopping the demo rack")
 	return nil
+}
+
+// platform is the demo inventory's addons and app: MetalLB hands out the
+// spare addresses, Traefik takes the first, and the sample web server
+// (internal/sampleweb, built by scripts/build-images.sh) runs as a canary
+// behind it at web.home.arpa.
+func platform(pool string) string {
+	return fmt.Sprintf(`addons:
+  metallb:
+    pools:
+      - {name: lan, addresses: [%s]}
+  traefik: {}
+  localPV: {}
+apps:
+  - name: web
+    image: docker.io/homelab/sampleweb:v1
+    port: 8080
+    replicas: 2
+    expose: {host: web.home.arpa}
+    strategy: {type: canary, steps: [25, 50, 100], check: /ready}
+`, pool)
 }
 
 // down stops the lab's process and removes the folder.
