@@ -459,7 +459,9 @@ func httpsVersion(t *testing.T, caPEM []byte, url string) string {
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Get(url)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		// Not up yet (or slow on a loaded machine): the caller waits.
+		t.Logf("GET %s: %v", url, err)
+		return ""
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)

@@ -190,6 +190,10 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 		if err := retry(ctx, log, "register node "+n.name, func() error { return registerNode(ctx, kubelet, n) }); err != nil {
 			return err
 		}
+		// As a kubelet's status loop (every 10 s): what it reports about
+		// itself wins over anyone who wrote the status meanwhile (kwok's
+		// node initialisation, from a stale read, can).
+		go reportStatus(ctx, kubelet, n)
 	}
 	if isServer {
 		admin, err := newAPIClient(apiBase, cp)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"sort"
+	"time"
 
 	"bufio"
 	"context"
@@ -276,6 +277,11 @@ func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
 		}
 		break
 	}
+	return patchStatus(ctx, api, n)
+}
+
+// patchStatus reports what the kubelet knows about its node.
+func patchStatus(ctx context.Context, api *apiClient, n *nodeSpec) error {
 	status := map[string]any{"status": map[string]any{
 		"addresses":       n.addresses,
 		"nodeInfo":        n.nodeInfo,
@@ -283,7 +289,20 @@ func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
 		"allocatable":     n.capacity,
 		"daemonEndpoints": map[string]any{"kubeletEndpoint": map[string]any{"Port": 10250}},
 	}}
-	return api.do(ctx, http.MethodPatch, path+"/status", "application/merge-patch+json", status, nil)
+	return api.do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name+"/status", "application/merge-patch+json", status, nil)
+}
+
+// reportStatus reports the node's status every 10 s until ctx ends, as a
+// kubelet's status loop does; errors wait for the next round.
+func reportStatus(ctx context.Context, api *apiClient, n *nodeSpec) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+		_ = patchStatus(ctx, api, n)
+	}
 }
 
 // labelServer sets a server's node-role labels, which k3s' server side
