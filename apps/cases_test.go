@@ -117,7 +117,10 @@ func summary(o *unstructured.Unstructured) string {
 	case "Deployment":
 		ctrs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
 		image := ctrs[0].(map[string]any)["image"]
-		return fmt.Sprintf("%s %s x%d %s %s", name, image, num("spec", "replicas"), o.GetLabels()[apps.LabelTrack], str("spec", "strategy", "type"))
+		if track := o.GetLabels()[apps.LabelTrack]; track != "" {
+			name += " " + track
+		}
+		return fmt.Sprintf("%s %s x%d %s", name, image, num("spec", "replicas"), str("spec", "strategy", "type"))
 	case "Service":
 		sel, _, _ := unstructured.NestedStringMap(o.Object, "spec", "selector")
 		to := sel[apps.LabelColour]
@@ -151,11 +154,16 @@ func summary(o *unstructured.Unstructured) string {
 		var parts []string
 		for _, r := range rs {
 			m := r.(map[string]any)
+			svc := m["services"].([]any)[0].(map[string]any)
+			if svc["name"] == apps.MarkerService {
+				// The path's digest: TestRouteMarkers.
+				parts = append(parts, "marker")
+				continue
+			}
 			p := m["match"].(string)
 			if pr, ok := m["priority"]; ok {
 				p += fmt.Sprintf(" [%d]", pr)
 			}
-			svc := m["services"].([]any)[0].(map[string]any)
 			parts = append(parts, fmt.Sprintf("%s -> %s/%s", p, svc["kind"], svc["name"]))
 		}
 		return name + ": " + strings.Join(parts, "; ")

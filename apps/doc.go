@@ -35,8 +35,21 @@
 // The objects carry that order for both deliverers: Argo CD sync waves
 // (Wave: workloads 0, TraefikServices 1, IngressRoutes 2, the next waiting
 // for the previous to be healthy) and PruneLast on Deployments and Services.
-// The Pulumi deliverer makes objects of a wave depend on those of the waves
-// before it; Pulumi deletes removed objects after its creates and updates.
+// The Pulumi deliverer makes each object depend on DependsOn: a Traefik
+// object on exactly what it sends requests to, so a route moves as soon as
+// its target is ready and never waits for unrelated changes of the same
+// step; Pulumi deletes removed objects after its creates and updates. A
+// promote changes nothing a route depends on (a slot's objects carry no
+// track label), so the route's move is the step's first change.
+//
+// # Route markers
+//
+// Traefik loads a route a moment after the API server has it. Every
+// IngressRoute ends with a marker route (RouteMarker) whose path carries a
+// digest of what the route reaches and which Traefik's noop service
+// answers: once the new marker answers, Traefik serves the new version of
+// the route, and a deliverer can return then rather than while clients
+// still get 404 from a new route or the old version from a moved one.
 //
 // # Secrets
 //

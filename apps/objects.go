@@ -18,8 +18,11 @@ import (
 
 // Labels. Selectors use LabelName, LabelManagedBy and, for the side-by-side
 // strategies, LabelColour: all three are fixed for a Deployment's life.
-// LabelTrack (stable or candidate) changes on promote, so it is only on
-// Deployments' and Services' own metadata, never on pods or in a selector.
+// LabelTrack (stable or candidate) names the role of an object whose role
+// never changes: the in-place Deployment and Service, the role Services
+// <app> (stable) and <app>-preview (candidate) and the preview route. It is
+// never on pods, in a selector, or on a slot's Deployment and Service,
+// whose role flips on promote (see slotTrack).
 const (
 	LabelName      = "app.kubernetes.io/name"
 	LabelManagedBy = "app.kubernetes.io/managed-by"

@@ -55,6 +55,7 @@ func Render(app inventory.App, rel Release, opts Options) ([]*unstructured.Unstr
 		return nil, err
 	}
 	objs := s.Render(app, rel, opts)
+	markRoutes(objs)
 	b := newBuilder(app, opts)
 	objs = append(objs, b.pdb())
 	if len(opts.SecretEnv) > 0 {

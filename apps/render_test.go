@@ -33,7 +33,7 @@ func lines(s string) []string {
 // Objects every web state shares.
 const (
 	pdb     = "PodDisruptionBudget web maxUnavailable=1"
-	preview = "IngressRoute web-preview: Host(`web.home.arpa`) && Header(`X-Rack-Preview`, `true`) [1001] -> Service/web-green"
+	preview = "IngressRoute web-preview: Host(`web.home.arpa`) && Header(`X-Rack-Preview`, `true`) [1001] -> Service/web-green; marker"
 )
 
 // TestRenderTable: every strategy × release state → the exact objects, one
@@ -42,16 +42,16 @@ func TestRenderTable(t *testing.T) {
 	inPlace := func(k8s, image string) string {
 		return `
 			Service web ClusterIP -> all
-			Deployment web ` + image + ` x4 stable ` + k8s + `
+			Deployment web stable ` + image + ` x4 ` + k8s + `
 			` + pdb + `
-			IngressRoute web: Host(` + "`web.home.arpa`" + `) -> Service/web`
+			IngressRoute web: Host(` + "`web.home.arpa`" + `) -> Service/web; marker`
 	}
 	// stableOnly: one slot, no candidate (fresh, rolled back, promoted).
 	stableOnly := func(colour, image, traffic string) string {
 		return `
 			Service web ClusterIP -> ` + colour + `
 			Service web-` + colour + ` ClusterIP -> ` + colour + `
-			Deployment web-` + colour + ` ` + image + ` x4 stable RollingUpdate
+			Deployment web-` + colour + ` ` + image + ` x4 RollingUpdate
 			` + pdb + "\n" + traffic
 	}
 	// both: stable in blue, candidate web:2 in green.
@@ -61,8 +61,8 @@ func TestRenderTable(t *testing.T) {
 			Service web-blue ClusterIP -> blue
 			Service web-green ClusterIP -> green
 			Service web-preview ClusterIP -> green
-			Deployment web-blue web:1 x4 stable RollingUpdate
-			Deployment web-green web:2 x4 candidate RollingUpdate
+			Deployment web-blue web:1 x4 RollingUpdate
+			Deployment web-green web:2 x4 RollingUpdate
 			` + pdb + "\n" + traffic + "\n" + preview
 	}
 	canaryAt := func(blue, green int) string {
@@ -70,9 +70,9 @@ func TestRenderTable(t *testing.T) {
 		if blue == 0 {
 			ts = "TraefikService web weighted web-green=100"
 		}
-		return both(ts + "\nIngressRoute web: Host(`web.home.arpa`) -> TraefikService/web")
+		return both(ts + "\nIngressRoute web: Host(`web.home.arpa`) -> TraefikService/web; marker")
 	}
-	route := func(to string) string { return "IngressRoute web: Host(`web.home.arpa`) -> " + to }
+	route := func(to string) string { return "IngressRoute web: Host(`web.home.arpa`) -> " + to + "; marker" }
 	mirror := "TraefikService web mirroring web-blue"
 
 	tests := map[string]map[string]string{
@@ -101,7 +101,7 @@ func TestRenderTable(t *testing.T) {
 		},
 		inventory.StrategyAB: {
 			"fresh":       stableOnly("blue", "web:1", route("Service/web-blue")),
-			"candidate":   both("IngressRoute web: Host(`web.home.arpa`) && Header(`X-Variant`, `b`) [1000] -> Service/web-green; Host(`web.home.arpa`) -> Service/web-blue"),
+			"candidate":   both("IngressRoute web: Host(`web.home.arpa`) && Header(`X-Variant`, `b`) [1000] -> Service/web-green; Host(`web.home.arpa`) -> Service/web-blue; marker"),
 			"promoted":    stableOnly("green", "web:2", route("Service/web-green")),
 			"rolled-back": stableOnly("blue", "web:1", route("Service/web-blue")),
 		},

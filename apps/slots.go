@@ -19,6 +19,13 @@ func (b *builder) inPlace(rel Release, strategy appsv1.DeploymentStrategy) []*un
 	return objs
 }
 
+// slotTrack is the track of a slot's Deployment and Service: none. The
+// slot's role (stable or candidate) is the release state's, and the role
+// Services (<app>, <app>-preview) carry it; a slot's objects stay exactly
+// as they are when a promote flips which slot is stable, so nothing that
+// routes to them waits for them to be updated.
+const slotTrack = ""
+
 // sideBySide renders what every side-by-side strategy shares: a Deployment
 // per live slot; the role Services, <app> for the stable version (the
 // address in-cluster clients and MetalLB use) and <app>-preview for the
@@ -27,12 +34,15 @@ func (b *builder) inPlace(rel Release, strategy appsv1.DeploymentStrategy) []*un
 // clients' requests reach the slots.
 func (b *builder) sideBySide(rel Release) []*unstructured.Unstructured {
 	stable := colourOr(rel.Colour)
+	// A slot's own objects carry no track: which slot is stable changes on
+	// promote, and a label change would make them change with it, an
+	// update the route's move would wait for (see slotTrack).
 	objs := []*unstructured.Unstructured{
-		b.deployment(b.slotName(stable), stable, rel.Stable, TrackStable, rollingUpdate()),
+		b.deployment(b.slotName(stable), stable, rel.Stable, slotTrack, rollingUpdate()),
 		b.service(b.app.Name, stable, TrackStable, b.serviceType()),
 	}
 	if b.host() != "" {
-		objs = append(objs, b.service(b.slotName(stable), stable, TrackStable, corev1.ServiceTypeClusterIP))
+		objs = append(objs, b.service(b.slotName(stable), stable, slotTrack, corev1.ServiceTypeClusterIP))
 	}
 	if rel.Candidate == "" {
 		return objs
@@ -41,12 +51,12 @@ func (b *builder) sideBySide(rel Release) []*unstructured.Unstructured {
 	objs = append(objs,
 		// Rolling too: a newer candidate replacing an older one must not
 		// take the preview down.
-		b.deployment(b.slotName(cand), cand, rel.Candidate, TrackCandidate, rollingUpdate()),
+		b.deployment(b.slotName(cand), cand, rel.Candidate, slotTrack, rollingUpdate()),
 		b.service(b.previewName(), cand, TrackCandidate, b.serviceType()),
 	)
 	if b.host() != "" {
 		objs = append(objs,
-			b.service(b.slotName(cand), cand, TrackCandidate, corev1.ServiceTypeClusterIP),
+			b.service(b.slotName(cand), cand, slotTrack, corev1.ServiceTypeClusterIP),
 			b.ingressRoute(b.previewName(), TrackCandidate, b.previewRoute(cand)),
 		)
 	}

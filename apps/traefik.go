@@ -26,6 +26,7 @@ const (
 const (
 	PriorityMatch   = 1000 // A/B: requests matching strategy.match
 	PriorityPreview = 1001 // the preview header
+	PriorityMarker  = 1002 // a route's marker (see RouteMarker)
 )
 
 // MirrorMaxBodySize caps the request bodies shadow copies to the candidate:

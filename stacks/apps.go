@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -36,6 +37,8 @@ import (
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto"
+	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -61,6 +64,11 @@ const (
 	// Available (and its Services' endpoints ready) before its traffic
 	// objects move; past it the run fails and clients stay where they were.
 	DefaultReadyTimeout = 10 * time.Minute
+
+	// DefaultServedTimeout bounds the wait, after a run, for clients to see
+	// what it delivered (release.Gate.Served): old pods gone after their
+	// preStop pause, Traefik serving the new routes.
+	DefaultServedTimeout = 2 * time.Minute
 )
 
 // AppsOptions configure the apps stack's runs.
@@ -68,6 +76,12 @@ type AppsOptions struct {
 	Options
 	// ReadyTimeout: see DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// ServedTimeout: see DefaultServedTimeout.
+	ServedTimeout time.Duration
+	// Notes receives what a run could not confirm clients see (nil
+	// discards it): the objects are applied and the states recorded
+	// either way.
+	Notes io.Writer
 }
 
 // AppsStack names the apps stack of the inventory's cluster.
@@ -106,24 +120,34 @@ func UpApps(ctx context.Context, inv *inventory.Inventory, opts AppsOptions) (Ap
 // Releases reads every app's saved release state from the apps stack's
 // outputs; empty before the first run.
 func Releases(ctx context.Context, inv *inventory.Inventory, opts AppsOptions) (map[string]release.State, error) {
+	_, states, err := openApps(ctx, inv, opts, false)
+	return states, err
+}
+
+// openApps opens the apps stack and reads the saved states; with
+// kubernetes, it checks first that the kubernetes plugin is there too.
+func openApps(ctx context.Context, inv *inventory.Inventory, opts AppsOptions, kubernetes bool) (auto.Stack, map[string]release.State, error) {
 	if inv == nil || inv.Cluster.Name == "" {
-		return nil, errors.New("stacks: the inventory names no cluster")
+		return auto.Stack{}, nil, errors.New("stacks: the inventory names no cluster")
 	}
-	r := &run{stateDir: inv.StateDir(), stack: AppsStack(inv)}
+	r := &run{stateDir: inv.StateDir(), stack: AppsStack(inv), needsKubernetes: kubernetes}
 	st, err := r.open(ctx, opts.Options)
 	if err != nil {
-		return nil, err
+		return auto.Stack{}, nil, err
 	}
 	outs, err := st.Outputs(ctx)
 	if err != nil {
-		return nil, explain(fmt.Errorf("read the outputs of stack %s: %w", r.stack, err), opts.Options)
+		return auto.Stack{}, nil, explain(fmt.Errorf("read the outputs of stack %s: %w", r.stack, err), opts.Options)
 	}
-	return release.Decode(outs[OutputReleases].Value)
+	states, err := release.Decode(outs[OutputReleases].Value)
+	return st, states, err
 }
 
 // ApplyReleases delivers every inventory app that has a state in states
 // (unless Argo CD delivers them) and records the states as the stack's
-// outputs, only once delivered.
+// outputs, only once delivered. It returns once clients see what it
+// delivered (see served), so that the next request after rack up or
+// rack app promote reaches the new routes and versions only.
 func ApplyReleases(ctx context.Context, inv *inventory.Inventory, states map[string]release.State, opts AppsOptions) (Result, error) {
 	r, err := appsRun(inv, states, opts)
 	if err != nil {
@@ -133,7 +157,48 @@ func ApplyReleases(ctx context.Context, inv *inventory.Inventory, states map[str
 	if err != nil {
 		return res, summarise(err)
 	}
+	if DeliversApps(inv) {
+		served(ctx, inv, states, opts)
+	}
 	return res, nil
+}
+
+// served waits, up to opts.ServedTimeout for all apps together, until
+// clients see every delivered app as its state says (release.Gate.Served:
+// the old pods gone, Traefik serving the new routes). What is not seen in
+// time is a note, not a failure: the objects are applied and the states
+// recorded, clients only see them late.
+func served(ctx context.Context, inv *inventory.Inventory, states map[string]release.State, opts AppsOptions) {
+	notes := opts.Notes
+	if notes == nil {
+		notes = io.Discard
+	}
+	timeout := opts.ServedTimeout
+	if timeout <= 0 {
+		timeout = DefaultServedTimeout
+	}
+	kubeconfig, err := readKubeconfig(inv, opts.Options)
+	if err != nil {
+		fmt.Fprintf(notes, "note: cannot confirm that clients see the apps as delivered: %v\n", err)
+		return
+	}
+	cs, _, err := kubeClients(kubeconfig)
+	if err != nil {
+		fmt.Fprintf(notes, "note: cannot confirm that clients see the apps as delivered: %v\n", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	gate := &release.Gate{Client: cs}
+	for _, app := range inv.Apps {
+		st, ok := states[app.Name]
+		if !ok {
+			continue
+		}
+		if err := gate.Served(ctx, app, st); err != nil {
+			fmt.Fprintf(notes, "note: %s is delivered, but clients may not see all of it yet: %v\n", app.Name, err)
+		}
+	}
 }
 
 // PreviewApps shows what delivering states would change.
@@ -145,21 +210,57 @@ func PreviewApps(ctx context.Context, inv *inventory.Inventory, states map[strin
 	return r.preview(ctx, opts.Options)
 }
 
-// AppsStore is the apps stack as a release.Store.
+// AppsStore is the apps stack as a release.Store. Load opens the stack and
+// Apply runs the update in the stack Load opened: every step of the Pulumi
+// CLI costs the best part of a second on a small machine, and a promote's
+// flip should not wait for the tools to be checked and the stack selected
+// a second time.
 type AppsStore struct {
 	Inventory *inventory.Inventory
 	Options   AppsOptions
+	// Delivers makes Load check too, before anything else, that Pulumi can
+	// deliver (the kubernetes plugin, when the stack delivers the apps): a
+	// promote then fails in seconds, before any gate, rather than after.
+	Delivers bool
+
+	// opened is the stack Load opened, checked for delivery or not.
+	opened        *auto.Stack
+	openedChecked bool
 }
 
 // Load reads the saved states.
 func (s *AppsStore) Load(ctx context.Context) (map[string]release.State, error) {
-	return Releases(ctx, s.Inventory, s.Options)
+	check := s.Delivers && DeliversApps(s.Inventory)
+	st, states, err := openApps(ctx, s.Inventory, s.Options, check)
+	if err != nil {
+		return nil, err
+	}
+	s.opened, s.openedChecked = &st, check
+	return states, nil
 }
 
 // Apply delivers and records states.
 func (s *AppsStore) Apply(ctx context.Context, states map[string]release.State) error {
-	_, err := ApplyReleases(ctx, s.Inventory, states, s.Options)
-	return err
+	if s.opened == nil || s.openedChecked != DeliversApps(s.Inventory) {
+		// Not opened, or opened without checking what delivery needs.
+		_, err := ApplyReleases(ctx, s.Inventory, states, s.Options)
+		return err
+	}
+	r, err := appsRun(s.Inventory, states, s.Options)
+	if err != nil {
+		return err
+	}
+	s.opened.Workspace().SetProgram(r.program)
+	w := progress(s.Options.Options)
+	// Refresh first, as every run of rack's stacks does: what was changed
+	// or deleted by hand is seen and put back.
+	if _, err := s.opened.Up(ctx, optup.Refresh(), optup.ProgressStreams(w), optup.ErrorProgressStreams(w)); err != nil {
+		return summarise(explain(fmt.Errorf("pulumi up of stack %s: %w", r.stack, err), s.Options.Options))
+	}
+	if DeliversApps(s.Inventory) {
+		served(ctx, s.Inventory, states, s.Options)
+	}
+	return nil
 }
 
 // appsRun binds the apps program to the cluster, like platformRun: an
@@ -293,11 +394,16 @@ type KubeObject struct {
 	pulumi.CustomResourceState
 }
 
-// NewApp registers the objects of args.App in args.State, in waves: every
-// object depends on all objects of the waves before its own, so Traefik's
-// objects move only once the Deployments they route to are Available.
+// NewApp registers the objects of args.App in args.State, each depending
+// on apps.DependsOn: Traefik's objects on exactly what they send requests
+// to (so they move only once those Deployments are Available, and as soon
+// as they are), every other object on the waves before its own.
 // PersistentVolumeClaims are retained when the app or its storage leaves
 // the inventory. The Secret of the secret env holds Pulumi secrets.
+//
+// No object is ever replaced: names are stable across every step (Render
+// keeps them so) and no object asks for deleteBeforeReplace, so a route is
+// always updated in place, never deleted and created again.
 func NewApp(ctx *pulumi.Context, name string, args *AppArgs, opts ...pulumi.ResourceOption) (*App, error) {
 	if args == nil {
 		return nil, errors.New("apps: args are required")
@@ -310,16 +416,19 @@ func NewApp(ctx *pulumi.Context, name string, args *AppArgs, opts ...pulumi.Reso
 	if err := ctx.RegisterComponentResource(TypeApp, name, a, opts...); err != nil {
 		return nil, err
 	}
-	// Render returns the objects sorted by wave.
-	var earlier, current []pulumi.Resource
-	wave := 0
+	// Render returns the objects sorted by wave, so what an object
+	// depends on is registered before it.
 	var all []any
-	for i, o := range objs {
-		if w := apps.Wave(o); i == 0 || w != wave {
-			earlier = append(earlier, current...)
-			current, wave = nil, w
+	for _, o := range objs {
+		var deps []pulumi.Resource
+		for _, d := range apps.DependsOn(o, objs) {
+			r, ok := a.Objects[apps.Key(d)]
+			if !ok {
+				return nil, fmt.Errorf("app %s: %s depends on %s, which is not registered before it", args.App.Name, apps.Key(o), apps.Key(d))
+			}
+			deps = append(deps, r)
 		}
-		ropts := []pulumi.ResourceOption{pulumi.Parent(a), pulumi.DependsOn(append([]pulumi.Resource{}, earlier...))}
+		ropts := []pulumi.ResourceOption{pulumi.Parent(a), pulumi.DependsOn(deps)}
 		if args.ReadyTimeout > 0 {
 			t := args.ReadyTimeout.String()
 			ropts = append(ropts, pulumi.Timeouts(&pulumi.CustomTimeouts{Create: t, Update: t}))
@@ -339,7 +448,6 @@ func NewApp(ctx *pulumi.Context, name string, args *AppArgs, opts ...pulumi.Reso
 			return nil, fmt.Errorf("app %s: %s: %w", args.App.Name, apps.Key(o), err)
 		}
 		a.Objects[apps.Key(o)] = r
-		current = append(current, r)
 		all = append(all, r.ID())
 	}
 	encoded := release.Encode(args.State)

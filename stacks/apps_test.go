@@ -44,6 +44,7 @@ type appMocks struct {
 	retained map[string]bool     // type::name
 	secrets  map[string][]string // type::name -> secret input keys
 	timeouts map[string]string   // type::name -> custom update timeout
+	replaces map[string]string   // type::name -> deleteBeforeReplace / replaceOnChanges asked
 }
 
 func (m *appMocks) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
@@ -55,6 +56,9 @@ func (m *appMocks) NewResource(args pulumi.MockResourceArgs) (string, resource.P
 		}
 		if ct := rpc.GetCustomTimeouts(); ct != nil {
 			m.timeouts[key] = ct.GetUpdate()
+		}
+		if rpc.GetDeleteBeforeReplace() || rpc.GetDeleteBeforeReplaceDefined() || len(rpc.GetReplaceOnChanges()) > 0 {
+			m.replaces[key] = fmt.Sprintf("deleteBeforeReplace %v, replaceOnChanges %v", rpc.GetDeleteBeforeReplace(), rpc.GetReplaceOnChanges())
 		}
 	}
 	for k, v := range args.Inputs {
@@ -70,7 +74,7 @@ func (m *appMocks) NewResource(args pulumi.MockResourceArgs) (string, resource.P
 // and the releases output.
 func runApps(t *testing.T, inv *inventory.Inventory, states map[string]release.State, deliver bool) (*appMocks, map[string]release.State) {
 	t.Helper()
-	m := &appMocks{retained: map[string]bool{}, secrets: map[string][]string{}, timeouts: map[string]string{}}
+	m := &appMocks{retained: map[string]bool{}, secrets: map[string][]string{}, timeouts: map[string]string{}, replaces: map[string]string{}}
 	got := make(chan []byte, 1)
 	err := pulumi.RunErr(func(ctx *pulumi.Context) error {
 		d, err := deployApps(ctx, inv, states, appsProgram{deliver: deliver, readyTimeout: 3 * time.Minute})
@@ -179,10 +183,6 @@ func TestAppsProgram(t *testing.T) {
 				if len(children) != len(want) {
 					t.Errorf("%s: %d children, want %d objects", app.Name, len(children), len(want))
 				}
-				wave := map[string]int{}
-				for _, o := range want {
-					wave[TypeToken(o)+"::"+o.GetName()] = apps.Wave(o)
-				}
 				for _, o := range want {
 					key := TypeToken(o) + "::" + o.GetName()
 					r, ok := m.Find(TypeToken(o), o.GetName())
@@ -203,12 +203,20 @@ func TestAppsProgram(t *testing.T) {
 					if !reflect.DeepEqual(normalise(t, got), normalise(t, o.Object)) {
 						t.Errorf("%s: registered inputs differ from the rendered object:\n got %v\nwant %v", key, got, o.Object)
 					}
-					// Waves: every object depends on all objects of the waves before its own, none of its own or later.
-					for other, w := range wave {
-						dep := slices.Contains(r.DependsOn, other)
-						if dep != (w < apps.Wave(o)) {
-							t.Errorf("%s (wave %d) depends on %s (wave %d): %v", key, apps.Wave(o), other, w, dep)
-						}
+					// Exactly apps.DependsOn: a route on what it sends requests to, the rest on the waves before.
+					var deps []string
+					for _, d := range apps.DependsOn(o, want) {
+						deps = append(deps, TypeToken(d)+"::"+d.GetName())
+					}
+					gotDeps := slices.Clone(r.DependsOn)
+					slices.Sort(gotDeps)
+					slices.Sort(deps)
+					if !slices.Equal(gotDeps, deps) {
+						t.Errorf("%s depends on %v, want %v", key, gotDeps, deps)
+					}
+					// Updated in place, never deleted and created again: a route would be gone in between.
+					if why, ok := m.replaces[key]; ok {
+						t.Errorf("%s asks to be replaced: %s", key, why)
 					}
 					if m.retained[key] != (o.GetKind() == "PersistentVolumeClaim") {
 						t.Errorf("%s retained on delete: %v", key, m.retained[key])
@@ -295,6 +303,42 @@ func TestAppsProgramArgoCDDelivers(t *testing.T) {
 	if !reflect.DeepEqual(out, states) {
 		t.Errorf("releases output %v, want %v", out, states)
 	}
+}
+
+// TestAppsProgramForgetsRemovedApps: an app that left the inventory is
+// neither delivered nor kept in the releases output, so its objects go and
+// the same name added back later starts from a fresh release (UpApps runs
+// release.Deploy, which keeps only the inventory's apps, and the program
+// records only those too).
+func TestAppsProgramForgetsRemovedApps(t *testing.T) {
+	inv := loadFile("../inventory/rack.yaml")(t)
+	states := withCandidates(t, inv, deployedStates(t, inv))
+	gone := inv.Apps[1].Name
+	without := *inv
+	without.Apps = slices.Delete(slices.Clone(inv.Apps), 1, 2)
+	m, out := runApps(t, &without, states, true)
+	if _, ok := out[gone]; ok || len(out) != len(without.Apps) {
+		t.Errorf("releases output after %s left the inventory: %v", gone, keysOfStates(out))
+	}
+	if _, ok := m.Find(TypeApp, gone); ok {
+		t.Errorf("%s is still delivered", gone)
+	}
+	again, err := release.Deploy(inv, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := again[gone]; st.Candidate != "" || st.Stable != inv.Apps[1].Image {
+		t.Errorf("%s added back: %+v, want a fresh release of %s", gone, st, inv.Apps[1].Image)
+	}
+}
+
+func keysOfStates(m map[string]release.State) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // TestRenderIsWhatPulumiRegisters: rack render's files, read back from

@@ -278,6 +278,76 @@ func TestGatesReadTheCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("served: Traefik serves the routes' markers, no old pod still stopping", func(t *testing.T) {
+		objs, err := apps.Render(v2, rel, apps.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		markers := map[string]bool{}
+		for _, m := range apps.RouteMarkers(objs) {
+			markers[m.Host+m.Path] = true
+		}
+		if len(markers) != 2 {
+			t.Fatalf("markers %v, want the main route's and the preview's", markers)
+		}
+		// Traefik that has not loaded the routes yet answers 404, as
+		// for any path no route matches.
+		var loaded atomic.Bool
+		var asked atomic.Int32
+		handler := traefik.Config.Handler
+		defer func() { traefik.Config.Handler = handler }()
+		traefik.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			asked.Add(1)
+			if loaded.Load() && markers[r.Host+r.URL.Path] {
+				w.WriteHeader(apps.MarkerStatus)
+				return
+			}
+			http.NotFound(w, r)
+		})
+		served := func(d time.Duration) error {
+			ctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			return gate.Served(ctx, v2, st)
+		}
+		if err := served(time.Second); err == nil || !strings.Contains(err.Error(), "traefik does not serve IngressRoute web as rendered yet") ||
+			!strings.Contains(err.Error(), "404 Not Found") {
+			t.Errorf("served before Traefik loaded the routes: %v", err)
+		}
+		loaded.Store(true)
+		before := asked.Load()
+		if err := served(30 * time.Second); err != nil {
+			t.Errorf("served once Traefik loaded the routes: %v", err)
+		}
+		if n := asked.Load() - before; n < 2*release.MarkerHits {
+			t.Errorf("Traefik asked %d times, want %d hits for each of the 2 markers", n, release.MarkerHits)
+		}
+
+		// An old pod in its preStop pause still answers.
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "web-old", Namespace: apps.DefaultNamespace, Finalizers: []string{"rack.homelab/test"},
+				Labels: map[string]string{apps.LabelName: "web", apps.LabelManagedBy: apps.ManagedBy, apps.LabelColour: "old"}},
+			Spec: corev1.PodSpec{NodeName: "kwok-1", Containers: []corev1.Container{{Name: "web", Image: "web:0"}}},
+		}
+		pods := g.cs.CoreV1().Pods(apps.DefaultNamespace)
+		if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		now := int64(0) // gone once the finalizer is: no kubelet here to confirm
+		if err := pods.Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := served(time.Second); err == nil || !strings.Contains(err.Error(), "still stopping: web-old") {
+			t.Errorf("served with an old pod stopping: %v", err)
+		}
+		patch := []byte(`{"metadata":{"finalizers":null}}`)
+		if _, err := pods.Patch(ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := served(30 * time.Second); err != nil {
+			t.Errorf("served once the old pod is gone: %v", err)
+		}
+	})
+
 	t.Run("expose without a host: the preview Service's LoadBalancer address", func(t *testing.T) {
 		backend := newFakeTraefik(t, "", "/ready") // no Host to match: answers 404 unless...
 		backend.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -286,3 +286,38 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Errorf("a broken saved state: %v", err)
 	}
 }
+
+// An app that leaves the inventory leaves the saved states with the next
+// rack up, so the same name added back later starts fresh: stable on its
+// image, no candidate, in the first slot (the traffic tests add and remove
+// the same app many times).
+func TestDeployForgetsRemovedApps(t *testing.T) {
+	inv := canaryInventory()
+	st := deployed(t, inv)
+	promoted, err := apps.Promote(inv.Apps[0], st["web"].Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st["web"] = release.State{Release: promoted}
+
+	without := *inv
+	without.Apps = inv.Apps[1:]
+	st, err = release.Deploy(&without, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := st["web"]; ok || len(st) != 1 {
+		t.Fatalf("states after web left the inventory: %+v", st)
+	}
+
+	back := *inv
+	back.Apps = []inventory.App{inv.Apps[0], inv.Apps[1]}
+	back.Apps[0].Image = "web:1"
+	st, err = release.Deploy(&back, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (apps.Release{Stable: "web:1", Colour: apps.Blue}); st["web"].Release != want {
+		t.Fatalf("web added back: %+v, want a fresh %+v", st["web"].Release, want)
+	}
+}

@@ -63,17 +63,14 @@ func appRunner(ctx context.Context, g *globals, f *appFlags, needStore bool) (*r
 	if err != nil {
 		return nil, fail(err)
 	}
-	opts := stacks.AppsOptions{Options: stacks.Options{Backend: f.backend, Kubeconfig: inv.State().Kubeconfig()}}
+	opts := stacks.AppsOptions{Options: stacks.Options{Backend: f.backend, Kubeconfig: inv.State().Kubeconfig()}, Notes: g.stderr}
 	if g.verbose {
 		opts.Progress = g.stderr
 	}
-	if stacks.DeliversApps(inv) && needStore {
-		// Fail in seconds, before any gate, when Pulumi cannot deliver.
-		if err := stacks.Check(ctx, opts.Options); err != nil {
-			return nil, fail(err)
-		}
-	}
-	var store release.Store = &stacks.AppsStore{Inventory: inv, Options: opts}
+	// With needStore, the store's Load checks first that Pulumi can
+	// deliver: a promote fails in seconds, before any gate, when it
+	// cannot. Apply then runs in the stack Load opened.
+	var store release.Store = &stacks.AppsStore{Inventory: inv, Options: opts, Delivers: needStore}
 	if !stacks.DeliversApps(inv) && needStore {
 		if f.out == "" {
 			return nil, fmt.Errorf("%s: addons.argocd.deliverApps is on, so Argo CD delivers the apps from rack render's output: give --out DIR (the GitOps work tree) to render the new release there", inv.Where("addons.argocd.deliverApps"))
@@ -286,7 +283,7 @@ const envReadyTimeout = "RACK_APPS_READY_TIMEOUT"
 // inventory's images (a changed image becomes a candidate) and record the
 // release states with the apps stack. One call from rack up.
 func upApps(ctx context.Context, g *globals, inv *inventory.Inventory, so stacks.Options) error {
-	opts := stacks.AppsOptions{Options: so}
+	opts := stacks.AppsOptions{Options: so, Notes: g.stderr}
 	if v := os.Getenv(envReadyTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {

@@ -209,9 +209,16 @@ func (r *trafficRack) rack(t testing.TB, args ...string) (string, string, int) {
 
 func (r *trafficRack) mustRack(t testing.TB, args ...string) string {
 	t.Helper()
+	start := time.Now()
 	out, errOut, code := r.rack(t, args...)
 	if code != exitOK {
 		t.Fatalf("rack %s: exit %d\n%s\n%s", strings.Join(args, " "), code, out, errOut)
+	}
+	t.Logf("rack %s (%v):\n%s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), out)
+	for _, l := range strings.Split(errOut, "\n") { // TEMP-DIAG
+		if strings.Contains(l, "note:") {
+			t.Logf("stderr: %s", l)
+		}
 	}
 	return out
 }
@@ -540,6 +547,12 @@ func TestTrafficABRouting(t *testing.T) {
 			http.Header{"Cookie": {"theme=dark; variant=b; lang=en"}}, http.Header{"Cookie": {"myvariant=b; variant=bb"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Each case starts from a rack without the app: its release
+			// state lives as long as it stays in the inventory, so after
+			// the case before (web released on v2) v1 would be deployed
+			// as a candidate beside v2 instead of as a fresh app.
+			r.setApps(t, "")
+			r.mustRack(t, "up", "--yes")
 			app := strings.Replace(webApp("ab"), "type: ab,", "type: ab, match: "+tc.match+",", 1)
 			r.setApps(t, withImage(app, sampleV1))
 			r.mustRack(t, "up", "--yes")
@@ -628,38 +641,59 @@ func TestTrafficRecreateGap(t *testing.T) {
 	app := strings.Replace(webApp("recreate"), "replicas: 4", "replicas: 2", 1)
 	r.setApps(t, withImage(app, sampleV1))
 	r.mustRack(t, "up", "--yes")
+	// The pods as the API lists them, every 100 ms: when the last v1 pod
+	// stopped running (its phase terminal, or the pod gone: Kubernetes'
+	// Recreate starts the new pods then, before the old pod objects are
+	// deleted), and when the first v2 pod appeared. A list cannot miss
+	// what a watch that ends early would.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	w, err := r.Kube.CoreV1().Pods(apps.DefaultNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: apps.LabelName + "=web"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var lastOldGone, firstNew time.Time
+	oldRunning := true
+	polled := make(chan struct{})
 	go func() {
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok {
-				continue
+		defer close(polled)
+		for ctx.Err() == nil {
+			pods, err := r.Kube.CoreV1().Pods(apps.DefaultNamespace).List(ctx, metav1.ListOptions{LabelSelector: apps.LabelName + "=web"})
+			now := time.Now()
+			if err == nil {
+				running := false
+				for _, p := range pods.Items {
+					switch image := p.Spec.Containers[0].Image; {
+					case image == sampleV1 && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed:
+						running = true
+					case image == sampleV2:
+						mu.Lock()
+						if firstNew.IsZero() {
+							firstNew = now
+						}
+						mu.Unlock()
+					}
+				}
+				mu.Lock()
+				if oldRunning && !running {
+					lastOldGone = now
+				}
+				oldRunning = running
+				mu.Unlock()
 			}
-			mu.Lock()
-			switch image := p.Spec.Containers[0].Image; {
-			case image == sampleV1 && ev.Type == "DELETED":
-				lastOldGone = time.Now()
-			case image == sampleV2 && ev.Type == "ADDED" && firstNew.IsZero():
-				firstNew = time.Now()
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
 			}
-			mu.Unlock()
 		}
 	}()
 	load := r.background("web.home.arpa", 10*time.Minute)
 	r.setApps(t, withImage(app, sampleV2))
 	r.mustRack(t, "up", "--yes")
 	got := load.stop()
+	cancel()
+	<-polled
 	mu.Lock()
 	defer mu.Unlock()
 	if firstNew.IsZero() || lastOldGone.IsZero() || firstNew.Before(lastOldGone) {
-		t.Errorf("a v2 pod was created at %v, the last v1 pod gone at %v: recreate ran both", firstNew, lastOldGone)
+		t.Errorf("a v2 pod was created at %v, the last v1 pod stopped running at %v: recreate ran both", firstNew, lastOldGone)
 	}
 	t.Logf("recreate: %v between the last old pod and the first new one; %d of %d requests failed in the gap (expected)",
 		firstNew.Sub(lastOldGone), got.failed, got.total())
