@@ -68,7 +68,7 @@ const (
 	// DefaultServedTimeout bounds the wait, after a run, for clients to see
 	// what it delivered (release.Gate.Served): old pods gone after their
 	// preStop pause, Traefik serving the new routes.
-	DefaultServedTimeout = 2 * time.Minute
+	DefaultServedTimeout = time.Minute
 )
 
 // AppsOptions configure the apps stack's runs.

@@ -145,6 +145,12 @@ func newAppRack(t *testing.T) *appRack {
 			w.WriteHeader(*r.check)
 			return
 		}
+		if req.Host == "web.home.arpa" && strings.HasPrefix(req.URL.Path, apps.MarkerPathPrefix) {
+			// Traefik serves every route as soon as it is applied:
+			// the routes' markers answer (rack waits for them).
+			w.WriteHeader(apps.MarkerStatus)
+			return
+		}
 		http.NotFound(w, req)
 	}))
 	t.Cleanup(fake.Close)
