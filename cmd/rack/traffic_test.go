@@ -215,11 +215,6 @@ func (r *trafficRack) mustRack(t testing.TB, args ...string) string {
 		t.Fatalf("rack %s: exit %d\n%s\n%s", strings.Join(args, " "), code, out, errOut)
 	}
 	t.Logf("rack %s (%v):\n%s", strings.Join(args, " "), time.Since(start).Round(time.Millisecond), out)
-	for _, l := range strings.Split(errOut, "\n") { // TEMP-DIAG
-		if strings.Contains(l, "note:") {
-			t.Logf("stderr: %s", l)
-		}
-	}
 	return out
 }
 
