@@ -361,10 +361,7 @@ func readStatus(ctx context.Context, inv *inventory.Inventory, kubeconfig string
 }
 
 func readNodeStatus(ctx context.Context, inv *inventory.Inventory, kubeconfig string) (*statusReport, kubernetes.Interface, error) {
-	if kubeconfig == "" {
-		kubeconfig = inv.State().Kubeconfig()
-	}
-	kc, err := kube.LoadContext(kubeconfig, inv.Cluster.Name)
+	kc, err := clusterContext(inv, kubeconfig)
 	if err != nil {
 		return nil, nil, err
 	}

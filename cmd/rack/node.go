@@ -27,14 +27,20 @@ func newNodeCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// clusterContext is the cluster's context in kubeconfig, or in the one rack
+// up keeps (.rack/<cluster>/kubeconfig) when kubeconfig is empty.
+func clusterContext(inv *inventory.Inventory, kubeconfig string) (*kube.Kubeconfig, error) {
+	if kubeconfig == "" {
+		kubeconfig = inv.State().Kubeconfig()
+	}
+	return kube.LoadContext(kubeconfig, inv.Cluster.Name)
+}
+
 // apiClient is a client for the cluster through rack's kubeconfig
 // (.rack/<cluster>/kubeconfig) or the context named after the cluster in
 // --kubeconfig. Its rate limit suits a drain's many calls.
 func apiClient(inv *inventory.Inventory, kubeconfig string) (kubernetes.Interface, dynamic.Interface, error) {
-	if kubeconfig == "" {
-		kubeconfig = inv.State().Kubeconfig()
-	}
-	kc, err := kube.LoadContext(kubeconfig, inv.Cluster.Name)
+	kc, err := clusterContext(inv, kubeconfig)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -2,13 +2,9 @@ package k3s
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -674,44 +670,9 @@ const (
 // etcd client certificate when the server has one. The certificate's key is
 // read into memory only.
 func EtcdMembers(ctx context.Context, h *nodes.Host) ([]EtcdMember, error) {
-	client := h.Client()
-	if client == nil {
-		return nil, fmt.Errorf("%s: not connected", h.Target.Name)
-	}
-	scheme := "http"
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return client.DialContext(ctx, "tcp", etcdClientURL)
-	}}
-	crt, err1 := h.Output(ctx, nodes.Sh(`cat -- "$1"`, etcdTLSDir+"/client.crt"), nodes.RunOptions{Privileged: true, Quiet: true})
-	key, err2 := h.Output(ctx, nodes.Sh(`cat -- "$1"`, etcdTLSDir+"/client.key"), nodes.RunOptions{Privileged: true, Quiet: true})
-	ca, err3 := h.Output(ctx, nodes.Sh(`cat -- "$1"`, etcdTLSDir+"/server-ca.crt"), nodes.RunOptions{Privileged: true, Quiet: true})
-	if err1 == nil && err2 == nil && err3 == nil {
-		cert, err := tls.X509KeyPair(crt, key)
-		if err != nil {
-			return nil, fmt.Errorf("%s: k3s' etcd client certificate in %s: %w", h.Target.Name, etcdTLSDir, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(ca) {
-			return nil, fmt.Errorf("%s: %s/server-ca.crt holds no certificate", h.Target.Name, etcdTLSDir)
-		}
-		scheme = "https"
-		tr.TLSClientConfig = &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-	}
-	hc := &http.Client{Transport: tr, Timeout: 15 * time.Second}
-	defer tr.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+"://"+etcdClientURL+"/v3/cluster/member/list", strings.NewReader("{}"))
+	body, err := etcdGateway(ctx, h, "/v3/cluster/member/list", "{}")
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s: etcd member list: %w", h.Target.Name, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: etcd member list: %s: %s", h.Target.Name, resp.Status, strings.TrimSpace(string(body)))
 	}
 	var out struct {
 		Members []EtcdMember `json:"members"`
