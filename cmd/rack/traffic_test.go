@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -123,13 +122,7 @@ func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 		_ = lab.Close()
 		return nil, nil, err
 	}
-	// Each spare address as a /32: they need not be neighbours, and a
-	// range could take in another test rack's hosts.
-	var addrs []string
-	for _, a := range lab.Rack.Spare {
-		addrs = append(addrs, strconv.Quote(a+"/32"))
-	}
-	pool := strings.Join(addrs, ", ")
+	pool := lab.SparePool()
 	if err := lab.WriteInventory(fmt.Sprintf("addons:\n  metallb:\n    pools:\n      - {name: lan, addresses: [%s]}\n  traefik: {}\napps:\n", pool)); err != nil {
 		return fail(err)
 	}
