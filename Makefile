@@ -6,7 +6,7 @@ BIN         := bin/rack
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-FUZZTIME    ?= 20s
+FUZZTIME    ?= 15s
 export CACHE_DIR := $(CURDIR)/.cache
 
 .PHONY: build test lint fuzz unit deps bench clean demo demo-down
@@ -28,9 +28,15 @@ lint:
 	@echo "== go vet"; $(GO) vet ./...
 	@echo "== staticcheck"; $(GO) run $(STATICCHECK) ./...
 
+# One target per run: -fuzz takes a single fuzz test, so each is anchored.
+FUZZ_TARGETS := inventory:FuzzParse inventory:FuzzParseK3sVersion nodes:FuzzCmdLine nodes:FuzzParseFacts
+
 fuzz:
-	@echo "== fuzz inventory loader ($(FUZZTIME))"
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME) ./inventory/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "== fuzz $$fn in ./$$pkg ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$pkg/; \
+	done
 
 unit:
 	@scripts/test.sh
