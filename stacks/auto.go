@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optpreview"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/apitype"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/workspace"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -323,29 +323,31 @@ const envIgnoreAmbient = "PULUMI_IGNORE_AMBIENT_PLUGINS"
 // checkPlugin looks for pulumi-resource-kubernetes at exactly the pinned
 // version in the plugin cache, the one place the engine loads it from
 // (rack's workspaces ignore binaries on PATH, whose version nobody checks).
-func checkPlugin(ctx context.Context, opts Options) error {
-	cmd := exec.CommandContext(ctx, "pulumi", "plugin", "ls", "--json")
-	cmd.Env = append(os.Environ(), "PULUMI_SKIP_UPDATE_CHECK=true")
-	if opts.PulumiHome != "" {
-		cmd.Env = append(cmd.Env, "PULUMI_HOME="+opts.PulumiHome)
+// It reads the cache the way `pulumi plugin ls` does (the SDK's own
+// reader, which skips half-installed plugins), without a CLI start.
+func checkPlugin(_ context.Context, opts Options) error {
+	home := opts.PulumiHome
+	if home == "" {
+		h, err := workspace.GetPulumiHomeDir()
+		if err != nil {
+			return fmt.Errorf("the pulumi home folder: %w", err)
+		}
+		home = h
 	}
-	out, err := cmd.Output()
+	dir := filepath.Join(home, workspace.PluginDir)
+	plugins, err := workspace.GetPluginsFromDir(dir)
 	if err != nil {
-		return fmt.Errorf("pulumi plugin ls: %w", err)
-	}
-	var plugins []struct{ Name, Kind, Version string }
-	if err := json.Unmarshal(out, &plugins); err != nil {
-		return fmt.Errorf("pulumi plugin ls: %w", err)
+		return fmt.Errorf("the pulumi plugin cache %s: %w", dir, err)
 	}
 	var others []string
 	for _, p := range plugins {
-		if p.Kind != "resource" || p.Name != "kubernetes" {
+		if p.Kind != apitype.ResourcePlugin || p.Name != "kubernetes" || p.Version == nil {
 			continue
 		}
-		if strings.TrimPrefix(p.Version, "v") == KubernetesPluginVersion {
+		if p.Version.String() == KubernetesPluginVersion {
 			return nil
 		}
-		others = append(others, "v"+strings.TrimPrefix(p.Version, "v"))
+		others = append(others, "v"+p.Version.String())
 	}
 	m := missingPlugin(opts)
 	if len(others) > 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -177,6 +178,29 @@ func TestUpOffline(t *testing.T) {
 	}
 	if res.Changes["same"] != 1 || res.Changes["create"] != 0 {
 		t.Errorf("second up changes %v, want nothing but same", res.Changes)
+	}
+
+	// rack reads the file backend's checkpoint itself: exactly what
+	// `pulumi stack export` prints, secrets still encrypted.
+	st, err := r.open(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := exportState(ctx, st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaCLI, err := exportStateCLI(ctx, st, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := json.Marshal(direct)
+	b, _ := json.Marshal(viaCLI)
+	if len(direct.Resources) == 0 || string(a) != string(b) {
+		t.Errorf("the state read from the file backend differs from pulumi stack export:\n%s\n%s", a, b)
+	}
+	if strings.Contains(string(a), generated) {
+		t.Errorf("the state read holds the generated secret in plain text")
 	}
 
 	// Another passphrase cannot decrypt the stack, and rack says why.

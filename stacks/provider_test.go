@@ -17,7 +17,7 @@ import (
 )
 
 // TestKubernetesPluginBuilt: with the provider plugin scripts/build-provider.sh
-// builds, rack's own check (`pulumi plugin ls --json`) passes, both where the
+// builds, rack's own check (the plugin cache read as `pulumi plugin ls` does) passes, both where the
 // script installs it and after the `pulumi plugin install … -f FILE` that
 // rack's advice gives airgapped users; and the engine runs it.
 func TestKubernetesPluginBuilt(t *testing.T) {

@@ -3,9 +3,12 @@ package stacks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -111,8 +114,20 @@ func (r *run) removal(d *apitype.DeploymentV3) (Removal, error) {
 }
 
 // exportState reads the stack's state with its secrets left encrypted
-// (the workspace's own export decrypts them).
+// (the workspace's own export decrypts them). A file:// backend's
+// checkpoint is read directly, saving a CLI start on every run; any other
+// backend, or a layout this reader does not know, goes through
+// `pulumi stack export`.
 func exportState(ctx context.Context, st auto.Stack, opts Options) (*apitype.DeploymentV3, error) {
+	ws := st.Workspace()
+	if d, ok, err := readCheckpoint(ws.GetEnvVars()["PULUMI_BACKEND_URL"], Project, st.Name()); ok || err != nil {
+		return d, err
+	}
+	return exportStateCLI(ctx, st, opts)
+}
+
+// exportStateCLI is `pulumi stack export`, secrets left encrypted.
+func exportStateCLI(ctx context.Context, st auto.Stack, opts Options) (*apitype.DeploymentV3, error) {
 	ws := st.Workspace()
 	env := os.Environ()
 	for k, v := range ws.GetEnvVars() {
@@ -136,6 +151,48 @@ func exportState(ctx context.Context, st auto.Stack, opts Options) (*apitype.Dep
 		}
 	}
 	return &d, nil
+}
+
+// readCheckpoint reads a stack's latest deployment from a file:// backend
+// in the project layout (.pulumi/meta.yaml "version: 1",
+// .pulumi/stacks/<project>/<stack>.json[.gz]), as `pulumi stack export`
+// prints it. ok is false when the backend or its layout is another one.
+func readCheckpoint(backend, project, stack string) (d *apitype.DeploymentV3, ok bool, err error) {
+	dir, isFile := strings.CutPrefix(backend, "file://")
+	if !isFile {
+		return nil, false, nil
+	}
+	root := filepath.Join(filepath.FromSlash(dir), ".pulumi")
+	meta, err := os.ReadFile(filepath.Join(root, "meta.yaml"))
+	if err != nil || strings.TrimSpace(string(meta)) != "version: 1" {
+		return nil, false, nil
+	}
+	base := filepath.Join(root, "stacks", project, stack+".json")
+	data, err := os.ReadFile(base)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, gzErr := os.Stat(base + ".gz"); gzErr == nil {
+			return nil, false, nil // gzip-compressed state: the CLI reads it
+		}
+		return &apitype.DeploymentV3{}, true, nil // a stack not yet updated
+	}
+	if err != nil {
+		return nil, true, fmt.Errorf("stack %s: read its state: %w", stack, err)
+	}
+	var v apitype.VersionedCheckpoint
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, true, fmt.Errorf("stack %s: its state %s is not valid JSON (%v): restore it from %s", stack, base, err, filepath.Join(root, "backups"))
+	}
+	if v.Version != 3 {
+		return nil, false, nil
+	}
+	var c apitype.CheckpointV3
+	if err := json.Unmarshal(v.Checkpoint, &c); err != nil {
+		return nil, true, fmt.Errorf("stack %s: its state %s: %w", stack, base, err)
+	}
+	if c.Latest == nil {
+		return &apitype.DeploymentV3{}, true, nil
+	}
+	return c.Latest, true, nil
 }
 
 // plannedURNs runs the program against an in-memory engine and returns

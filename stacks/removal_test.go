@@ -1,6 +1,8 @@
 package stacks
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -79,5 +81,63 @@ addons:
 	r.program = func(ctx *pulumi.Context) error { _, err := deploy(ctx, full); return err }
 	if rm, err := r.removal(&d); err != nil || !rm.Empty() {
 		t.Errorf("same inventory: %+v, %v", rm, err)
+	}
+}
+
+// TestReadCheckpoint: the file backend's checkpoint is read for the layout
+// rack's backends have; every other one is left to `pulumi stack export`,
+// and a broken state file is an error naming it.
+func TestReadCheckpoint(t *testing.T) {
+	const state = `{"version":3,"checkpoint":{"stack":"organization/rack/lab","latest":{"manifest":{"version":"v3.259.0"},"resources":[{"urn":"urn:pulumi:lab::rack::pulumi:pulumi:Stack::rack-lab","type":"pulumi:pulumi:Stack","custom":false}]}}}`
+	cases := []struct {
+		name      string
+		files     map[string]string // under .pulumi/
+		backend   string            // default: file://<dir>
+		ok        bool
+		resources int
+		err       string
+	}{
+		{name: "project layout", files: map[string]string{"meta.yaml": "version: 1\n", "stacks/rack/lab.json": state}, ok: true, resources: 1},
+		{name: "new stack", files: map[string]string{"meta.yaml": "version: 1\n"}, ok: true},
+		{name: "gzip state", files: map[string]string{"meta.yaml": "version: 1\n", "stacks/rack/lab.json.gz": "x"}},
+		{name: "legacy layout", files: map[string]string{"stacks/lab.json": state}},
+		{name: "another meta version", files: map[string]string{"meta.yaml": "version: 2\n", "stacks/rack/lab.json": state}},
+		{name: "another backend", backend: "s3://bucket"},
+		{name: "older checkpoint", files: map[string]string{"meta.yaml": "version: 1\n", "stacks/rack/lab.json": `{"version":2,"checkpoint":{}}`}},
+		{name: "broken state", files: map[string]string{"meta.yaml": "version: 1\n", "stacks/rack/lab.json": `{"version":3,`}, ok: true, err: "lab.json is not valid JSON"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, body := range c.files {
+				path := filepath.Join(dir, ".pulumi", filepath.FromSlash(name))
+				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			backend := c.backend
+			if backend == "" {
+				backend = "file://" + filepath.ToSlash(dir)
+			}
+			d, ok, err := readCheckpoint(backend, Project, "lab")
+			if ok != c.ok {
+				t.Fatalf("ok = %v, want %v (err %v)", ok, c.ok, err)
+			}
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err = %v, want one saying %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok && len(d.Resources) != c.resources {
+				t.Errorf("%d resources, want %d", len(d.Resources), c.resources)
+			}
+		})
 	}
 }

@@ -161,6 +161,9 @@ func TestMain(m *testing.M) {
 		}
 		_ = os.RemoveAll(shared.lab.Dir)
 	}
+	if rackBin.path != "" {
+		_ = os.RemoveAll(filepath.Dir(rackBin.path)) // 400 MB per test run otherwise
+	}
 	os.Exit(code)
 }
 
