@@ -22,8 +22,6 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	k8smetav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -502,20 +500,8 @@ func newRealApps(t *testing.T) *realApps {
 	c := testcluster.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	srv, err := addontest.NewServer(c.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.InstallTraefikCRDs(ctx); err != nil {
-		t.Fatal(err)
-	}
+	apptest.Prepare(ctx, t, c)
 	cs := c.Clientset()
-	apptest.KeepReady(t, cs, apps.DefaultNamespace)
-	node := &k8scorev1.Node{ObjectMeta: k8smetav1.ObjectMeta{Name: "kwok-1", Labels: map[string]string{
-		"kubernetes.io/hostname": "kwok-1", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}
-	if _, err := cs.CoreV1().Nodes().Create(ctx, node, k8smetav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	// The database's volume: a PersistentVolume waiting for its claim, as
 	// a local-volume provisioner would have made it.
 	class := &storagev1.StorageClass{ObjectMeta: k8smetav1.ObjectMeta{Name: "rack-test"}, Provisioner: "kubernetes.io/no-provisioner"}
@@ -616,37 +602,15 @@ func (r *realApps) saved(t *testing.T) map[string]release.State {
 
 // weights reads the web TraefikService's weights from the cluster.
 func (r *realApps) weights(t *testing.T) map[string]int64 {
-	t.Helper()
-	gvr := schema.GroupVersionResource{Group: "traefik.io", Version: "v1alpha1", Resource: "traefikservices"}
 	dyn, err := dynamic.NewForConfig(r.cluster.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts, err := dyn.Resource(gvr).Namespace(apps.DefaultNamespace).Get(context.Background(), "web", k8smetav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, _, _ := unstructured.NestedSlice(ts.Object, "spec", "weighted", "services")
-	out := map[string]int64{}
-	for _, w := range ws {
-		m := w.(map[string]any)
-		out[m["name"].(string)] = m["weight"].(int64)
-	}
-	return out
+	return apptest.Weights(t, dyn, "web")
 }
 
 func (r *realApps) deployments(t *testing.T) []string {
-	t.Helper()
-	list, err := r.cs.AppsV1().Deployments(apps.DefaultNamespace).List(context.Background(), k8smetav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, d := range list.Items {
-		out = append(out, d.Name+"="+d.Spec.Template.Spec.Containers[0].Image)
-	}
-	sort.Strings(out)
-	return out
+	return apptest.Deployments(t, r.cs, func(image string) string { return image })
 }
 
 // TestAppsStackForReal runs the apps stack through rack's runner, the real

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,14 +19,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/homelab/rack/addons/addontest"
 	"github.com/homelab/rack/apps"
 	"github.com/homelab/rack/apps/apptest"
 	"github.com/homelab/rack/apps/release"
@@ -124,22 +120,10 @@ func newAppRack(t *testing.T) *appRack {
 	home := pulumiForApps(t)
 	c := testcluster.New(t)
 	ctx := context.Background()
-	srv, err := addontest.NewServer(c.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.InstallTraefikCRDs(ctx); err != nil {
-		t.Fatal(err)
-	}
+	dyn := apptest.Prepare(ctx, t, c)
 	cs := c.Clientset()
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "kwok-1", Labels: map[string]string{
-		"kubernetes.io/hostname": "kwok-1", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}}}
-	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	apptest.KeepReady(t, cs, apps.DefaultNamespace)
 	status := http.StatusOK
-	r := &appRack{cs: cs, dyn: srv.Dynamic(), home: home, check: &status}
+	r := &appRack{cs: cs, dyn: dyn, home: home, check: &status}
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Host == "web.home.arpa" && req.Header.Get(apps.PreviewHeader) == apps.PreviewValue && req.URL.Path == "/ready" {
 			w.WriteHeader(*r.check)
@@ -228,38 +212,15 @@ func (r *appRack) appStatus(t *testing.T) (map[string]any, int) {
 }
 
 func (r *appRack) weights(t *testing.T) map[string]int64 {
-	t.Helper()
-	ts, err := r.dyn.Resource(schema.GroupVersionResource{Group: "traefik.io", Version: "v1alpha1", Resource: "traefikservices"}).
-		Namespace(apps.DefaultNamespace).Get(context.Background(), "web", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, _, _ := unstructured.NestedSlice(ts.Object, "spec", "weighted", "services")
-	out := map[string]int64{}
-	for _, w := range ws {
-		m := w.(map[string]any)
-		out[m["name"].(string)] = m["weight"].(int64)
-	}
-	return out
+	return apptest.Weights(t, r.dyn, "web")
 }
 
 func (r *appRack) deployments(t *testing.T) []string {
-	t.Helper()
-	list, err := r.cs.AppsV1().Deployments(apps.DefaultNamespace).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, d := range list.Items {
-		if d.DeletionTimestamp == nil {
-			out = append(out, d.Name+"="+strings.TrimPrefix(d.Spec.Template.Spec.Containers[0].Image, "docker.io/homelab/sampleweb:"))
-		}
-	}
-	sort.Strings(out)
-	return out
+	return apptest.Deployments(t, r.cs, func(image string) string {
+		return strings.TrimPrefix(image, "docker.io/homelab/sampleweb:")
+	})
 }
 
-// wantStatus checks the SPEC fields of rack app status -o json.
 func wantStatus(t *testing.T, st map[string]any, want map[string]any) {
 	t.Helper()
 	for _, k := range []string{"name", "strategy", "stable", "candidate", "step", "active", "weights", "healthy"} {

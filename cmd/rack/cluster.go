@@ -324,7 +324,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig holding a context named after the cluster (default: the one rack up keeps in .rack/<cluster>/)")
+	kubeconfigFlag(cmd, &kubeconfig)
 	return cmd
 }
 

@@ -23,7 +23,7 @@ import (
 // side in alternating order, and reports
 // drain_vs_kubectl = median(rack) / median(kubectl) (goal <= 1.1).
 func BenchmarkDrainVsKubectl(b *testing.B) {
-	const pods, rounds = 30, 3
+	const pods, rounds = 30, 5
 	lab := testlab.New(b, testlab.Spec{Cluster: "bench", Nodes: []testlab.Node{{Name: "srv", Role: "server"}, {Name: "wrk", Role: "agent"}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()

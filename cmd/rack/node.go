@@ -60,6 +60,25 @@ func apiClient(inv *inventory.Inventory, kubeconfig string) (kubernetes.Interfac
 	return cs, dyn, nil
 }
 
+// kubeconfigFlag is --kubeconfig of the commands that talk to the cluster.
+func kubeconfigFlag(cmd *cobra.Command, kubeconfig *string) {
+	cmd.Flags().StringVar(kubeconfig, "kubeconfig", "", "kubeconfig holding a context named after the cluster (default: the one rack up keeps in .rack/<cluster>/)")
+}
+
+// nodeClient loads the inventory and connects to its cluster: the start
+// of the node commands that only talk to the API server.
+func nodeClient(g *globals, kubeconfig string) (kubernetes.Interface, error) {
+	inv, err := loadInventory(g)
+	if err != nil {
+		return nil, err
+	}
+	cs, _, err := apiClient(inv, kubeconfig)
+	if err != nil {
+		return nil, fail(err)
+	}
+	return cs, nil
+}
+
 // drainFlags are the flags of every command that drains a node.
 type drainFlags struct {
 	timeout     time.Duration
@@ -98,13 +117,9 @@ When it times out, rack exits 1 and the node stays cordoned: run it again once
 the pods can move, or rack node uncordon NAME to give up.`,
 		Args: exactArgs(1, "the node's name"),
 		RunE: func(_ *cobra.Command, args []string) error {
-			inv, err := loadInventory(g)
+			cs, err := nodeClient(g, kubeconfig)
 			if err != nil {
 				return err
-			}
-			cs, _, err := apiClient(inv, kubeconfig)
-			if err != nil {
-				return fail(err)
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
@@ -120,7 +135,7 @@ the pods can move, or rack node uncordon NAME to give up.`,
 		},
 	}
 	df.register(cmd, "timeout", "also delete pods no controller manages (they are not recreated)")
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig holding a context named after the cluster (default: the one rack up keeps in .rack/<cluster>/)")
+	kubeconfigFlag(cmd, &kubeconfig)
 	return cmd
 }
 
@@ -131,13 +146,9 @@ func newNodeUncordonCmd(g *globals) *cobra.Command {
 		Short: "Make a node schedulable again",
 		Args:  exactArgs(1, "the node's name"),
 		RunE: func(_ *cobra.Command, args []string) error {
-			inv, err := loadInventory(g)
+			cs, err := nodeClient(g, kubeconfig)
 			if err != nil {
 				return err
-			}
-			cs, _, err := apiClient(inv, kubeconfig)
-			if err != nil {
-				return fail(err)
 			}
 			ctx, cancel := signalContext()
 			defer cancel()
@@ -151,7 +162,7 @@ func newNodeUncordonCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig holding a context named after the cluster (default: the one rack up keeps in .rack/<cluster>/)")
+	kubeconfigFlag(cmd, &kubeconfig)
 	return cmd
 }
 

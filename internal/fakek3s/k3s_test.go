@@ -89,39 +89,9 @@ func TestFakeK3sCluster(t *testing.T) {
 	// The cluster's secrets and binaries; the server runs its own control
 	// plane (etcd or SQLite, kube-apiserver, controllers), kwok keeps the
 	// Nodes Ready.
-	bins, err := testcluster.FindBinaries(context.Background(), t.Logf)
-	if err != nil {
-		testenv.SkipOrFail(t, "%v", err)
-	}
-	c, err := NewControlPlane(bins)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiURL := "https://" + r.Hosts[0].Addr + ":6443"
-	kw, err := testcluster.RunKwok(bins, t.TempDir(), apiURL, []byte(c.CAPEM), []byte(c.CertPEM), []byte(c.KeyPEM))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kw.Stop)
-	cs := clientset(t, apiURL, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-
-	bin, err := os.ReadFile(Build(t, DefaultVersion))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range r.Hosts {
-		if err := InstallInit(ctx, h); err != nil {
-			t.Fatal(err)
-		}
-		if err := WriteControlPlane(h, c); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.WriteFile("/usr/local/bin/k3s", bin, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, cs := installOn(ctx, t, r, r.Hosts[0])
 	server, agent, intruder := r.Hosts[0], r.Hosts[1], r.Hosts[2]
 	t.Cleanup(func() {
 		if t.Failed() || os.Getenv("FAKEK3S_LOGS") != "" {
@@ -481,4 +451,43 @@ func clientset(t *testing.T, url string, c *cpfile.ControlPlane) *kubernetes.Cli
 		t.Fatal(err)
 	}
 	return cs
+}
+
+// installOn readies r's hosts for the fake k3s: a control plane whose
+// servers run on them (kwok, on this machine, keeps their Nodes Ready and
+// talks to server's API), the init system and the k3s binary on every
+// host. It returns the control plane and a client for server's API.
+func installOn(ctx context.Context, t *testing.T, r *testrack.Rack, server *testrack.Host) (*cpfile.ControlPlane, *kubernetes.Clientset) {
+	t.Helper()
+	bins, err := testcluster.FindBinaries(ctx, t.Logf)
+	if err != nil {
+		testenv.SkipOrFail(t, "%v", err)
+	}
+	c, err := NewControlPlane(bins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiURL := "https://" + server.Addr + ":6443"
+	kw, err := testcluster.RunKwok(bins, t.TempDir(), apiURL, []byte(c.CAPEM), []byte(c.CertPEM), []byte(c.KeyPEM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kw.Stop)
+	cs := clientset(t, apiURL, c)
+	bin, err := os.ReadFile(Build(t, DefaultVersion))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range r.Hosts {
+		if err := InstallInit(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteControlPlane(h, c); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.WriteFile("/usr/local/bin/k3s", bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, cs
 }

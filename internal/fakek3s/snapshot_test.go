@@ -3,7 +3,6 @@ package fakek3s
 import (
 	"context"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,8 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/homelab/rack/internal/testcluster"
-	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -29,39 +26,11 @@ import (
 func TestFakeK3sSnapshotAndReset(t *testing.T) {
 	t.Parallel()
 	r := testrack.New(t, 2)
-	bins, err := testcluster.FindBinaries(context.Background(), t.Logf)
-	if err != nil {
-		testenv.SkipOrFail(t, "%v", err)
-	}
-	c, err := NewControlPlane(bins)
-	if err != nil {
-		t.Fatal(err)
-	}
 	server, agent := r.Hosts[0], r.Hosts[1]
-	apiURL := "https://" + server.Addr + ":6443"
-	kw, err := testcluster.RunKwok(bins, t.TempDir(), apiURL, []byte(c.CAPEM), []byte(c.CertPEM), []byte(c.KeyPEM))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kw.Stop)
-	cs := clientset(t, apiURL, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	bin, err := os.ReadFile(Build(t, DefaultVersion))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, h := range r.Hosts {
-		if err := InstallInit(ctx, h); err != nil {
-			t.Fatal(err)
-		}
-		if err := WriteControlPlane(h, c); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.WriteFile("/usr/local/bin/k3s", bin, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, cs := installOn(ctx, t, r, server)
+	apiURL := "https://" + server.Addr + ":6443"
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("server log:\n%s", UnitLog(context.Background(), server, "k3s"))
