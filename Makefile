@@ -7,7 +7,14 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 15s
-export CACHE_DIR := $(CURDIR)/.cache
+# Built tools and images. Test hosts see this machine's files except their
+# private /tmp, /var/tmp, /root and /home (internal/testrack), yet run the
+# cached binaries: a clone below one of those keeps its cache where they look.
+CACHE_DIR := $(CURDIR)/.cache
+ifneq ($(filter /tmp/% /var/tmp/% /root/% /home/%,$(CURDIR)/),)
+CACHE_DIR := /var/cache/rack-test$(CURDIR)
+endif
+export CACHE_DIR
 
 .PHONY: build test lint fuzz unit deps bench clean demo demo-down
 
@@ -54,4 +61,4 @@ demo-down:
 	@$(GO) run ./scripts/demo down -dir .demo
 
 clean:
-	rm -rf bin .cache
+	rm -rf bin .cache $(CACHE_DIR)

@@ -16,6 +16,7 @@ import (
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
 	"github.com/homelab/rack/internal/testcluster"
 	"github.com/homelab/rack/internal/testpki"
+	"github.com/homelab/rack/internal/testrack"
 )
 
 // Host is what the helpers need of a test host; *testrack.Host has it.
@@ -137,6 +138,11 @@ func WriteControlPlane(h Host, cp *cpfile.ControlPlane) error {
 // account keys) and names the binaries its servers run: what k3s' first
 // server generates and keeps in its datastore for the others.
 func NewControlPlane(b testcluster.Binaries) (*cpfile.ControlPlane, error) {
+	for _, p := range []string{b.Etcd, b.Etcdctl, b.Kine, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.KubeProxy} {
+		if err := testrack.SeenByHosts(p); err != nil {
+			return nil, err
+		}
+	}
 	ca, err := testpki.NewCA("k3s-server-ca")
 	if err != nil {
 		return nil, err

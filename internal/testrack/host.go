@@ -56,6 +56,23 @@ var privateDirs = []struct{ path, mode string }{
 	{"/run/sudo", "0711"}, // sudo's timestamps: a password typed on one host must not count on another
 }
 
+// SeenByHosts fails when path lies in a folder every host has a private
+// copy of (privateDirs): a binary there exists for the test process but
+// not for the hosts that are to run it. The error says what to do.
+func SeenByHosts(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	for _, d := range privateDirs {
+		if abs == d.path || strings.HasPrefix(abs, d.path+"/") {
+			return fmt.Errorf("%s is below %s, which every test host has a private copy of, so the hosts cannot run it: "+
+				"keep the cache elsewhere (make test does: CACHE_DIR=/var/cache/rack-test/<clone> for a clone below /tmp, /var/tmp, /root or /home)", abs, d.path)
+		}
+	}
+	return nil
+}
+
 // Host is one test machine: an sshd in its own network, mount and UTS
 // namespaces, reachable from the test process at Addr:Port.
 type Host struct {

@@ -610,3 +610,26 @@ func BenchmarkStart16(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// TestSeenByHosts: paths below the hosts' private folders are refused with
+// what to do; the rest of the machine's files are seen by every host.
+func TestSeenByHosts(t *testing.T) {
+	for path, hidden := range map[string]bool{
+		"/tmp/ci/main/.cache/controlplane/kube-apiserver": true,
+		"/root/rack/.cache/kine":                          true,
+		"/home":                                           true,
+		"/var/tmp/x":                                      true,
+		"/work/main/.cache/controlplane/kube-apiserver":   false,
+		"/var/cache/rack-test/tmp/ci/main/.cache/kine":    false,
+		"/tmpfoo/kine":                                    false,
+		"/usr/bin/etcd":                                   false,
+	} {
+		err := SeenByHosts(path)
+		if (err != nil) != hidden {
+			t.Errorf("SeenByHosts(%s) = %v, want hidden %v", path, err, hidden)
+		}
+		if err != nil && !strings.Contains(err.Error(), "CACHE_DIR") {
+			t.Errorf("SeenByHosts(%s): %v does not say what to do", path, err)
+		}
+	}
+}
