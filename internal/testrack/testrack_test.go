@@ -619,10 +619,10 @@ func TestSeenByHosts(t *testing.T) {
 		"/root/rack/.cache/kine":                          true,
 		"/home":                                           true,
 		"/var/tmp/x":                                      true,
-		"/work/main/.cache/controlplane/kube-apiserver":   false,
-		"/var/cache/rack-test/tmp/ci/main/.cache/kine":    false,
-		"/tmpfoo/kine":                                    false,
-		"/usr/bin/etcd":                                   false,
+		"/work/main/.cache/controlplane/kube-apiserver": false,
+		"/var/cache/rack-test/tmp/ci/main/.cache/kine":  false,
+		"/tmpfoo/kine":  false,
+		"/usr/bin/etcd": false,
 	} {
 		err := SeenByHosts(path)
 		if (err != nil) != hidden {
