@@ -120,6 +120,9 @@ func NewTraefik(ctx *pulumi.Context, name string, args *TraefikArgs, opts ...pul
 	return t, nil
 }
 
+// ProvidersThrottle is Traefik's providersThrottleDuration (default 2s).
+const ProvidersThrottle = "200ms"
+
 // ChartValues are rack's settings over the chart's defaults.
 func ChartValues(lbIP string) pulumi.Map {
 	service := pulumi.Map{"type": pulumi.String("LoadBalancer")}
@@ -153,5 +156,10 @@ func ChartValues(lbIP string) pulumi.Map {
 		"service":      service,
 		// A homelab's front door does not phone home.
 		"global": pulumi.Map{"checkNewVersion": pulumi.Bool(false), "sendAnonymousUsage": pulumi.Bool(false)},
+		// Traefik holds a configuration change back until 2 s after the
+		// last one it applied; a release step changes several routing
+		// objects in a row, so a blue-green flip or canary step would wait
+		// out most of that. A homelab's few routes reload in milliseconds.
+		"additionalArguments": pulumi.StringArray{pulumi.String("--providers.providersThrottleDuration=" + ProvidersThrottle)},
 	}
 }

@@ -93,6 +93,9 @@ func TestTraefik(t *testing.T) {
 					t.Errorf("%s = %v, want %v", path, got, want)
 				}
 			}
+			if args, _ := rel.Field("values.additionalArguments").([]any); len(args) != 1 || args[0] != "--providers.providersThrottleDuration=200ms" {
+				t.Errorf("additionalArguments %v, want Traefik's provider throttle at 200ms", args)
+			}
 			ann, _ := rel.Field("values.service.annotations").(map[string]any)
 			if got, _ := ann["metallb.io/loadBalancerIPs"].(string); got != tt.lbIP {
 				t.Errorf("MetalLB address annotation %q, want %q", got, tt.lbIP)
