@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -39,6 +40,7 @@ import (
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 	"github.com/pulumi/pulumi/sdk/v3/go/auto/optup"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/resource"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -226,21 +228,43 @@ type AppsStore struct {
 	// opened is the stack Load opened, checked for delivery or not.
 	opened        *auto.Stack
 	openedChecked bool
+	// saved are the states Load read: what the cluster runs now.
+	saved map[string]release.State
 }
 
-// Load reads the saved states.
+// Load reads the saved states: from the file backend's checkpoint when it
+// can (no CLI start; the stack is opened when Apply needs it), else
+// through the stack's outputs.
 func (s *AppsStore) Load(ctx context.Context) (map[string]release.State, error) {
-	check := s.Delivers && DeliversApps(s.Inventory)
-	st, states, err := openApps(ctx, s.Inventory, s.Options, check)
+	needsPlugin := s.Delivers && DeliversApps(s.Inventory)
+	if states, ok, err := savedStates(s.Inventory, s.Options.Options); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		if needsPlugin {
+			if _, err := check(ctx, s.Options.Options, true); err != nil {
+				return nil, err
+			}
+		}
+		s.opened, s.saved = nil, maps.Clone(states)
+		return states, nil
+	}
+	st, states, err := openApps(ctx, s.Inventory, s.Options, needsPlugin)
 	if err != nil {
 		return nil, err
 	}
-	s.opened, s.openedChecked = &st, check
+	s.opened, s.openedChecked = &st, needsPlugin
+	s.saved = maps.Clone(states) // the Runner changes states in place
 	return states, nil
 }
 
-// Apply delivers and records states.
+// Apply delivers and records states, moving traffic first when the step
+// allows it (flip).
 func (s *AppsStore) Apply(ctx context.Context, states map[string]release.State) error {
+	w := progress(s.Options.Options)
+	if DeliversApps(s.Inventory) && s.saved != nil {
+		s.flip(ctx, states, w)
+	}
 	if s.opened == nil || s.openedChecked != DeliversApps(s.Inventory) {
 		// Not opened, or opened without checking what delivery needs.
 		_, err := ApplyReleases(ctx, s.Inventory, states, s.Options)
@@ -251,7 +275,6 @@ func (s *AppsStore) Apply(ctx context.Context, states map[string]release.State) 
 		return err
 	}
 	s.opened.Workspace().SetProgram(r.program)
-	w := progress(s.Options.Options)
 	// Refresh first, as every run of rack's stacks does: what was changed
 	// or deleted by hand is seen and put back.
 	if _, err := s.opened.Up(ctx, optup.Refresh(), optup.ProgressStreams(w), optup.ErrorProgressStreams(w)); err != nil {
@@ -261,6 +284,58 @@ func (s *AppsStore) Apply(ctx context.Context, states map[string]release.State) 
 		served(ctx, s.Inventory, states, s.Options)
 	}
 	return nil
+}
+
+// savedStates reads the release states from the apps stack's checkpoint in
+// a file backend, as its outputs hold them; ok is false when only the CLI
+// can read them (another backend, or the states kept as a secret).
+func savedStates(inv *inventory.Inventory, opts Options) (map[string]release.State, bool, error) {
+	if inv == nil || inv.Cluster.Name == "" {
+		return nil, false, nil
+	}
+	backend, err := backendURL(inv.StateDir(), opts)
+	if err != nil {
+		return nil, false, nil
+	}
+	d, ok, err := readCheckpoint(backend, Project, AppsStack(inv))
+	if !ok || err != nil {
+		return nil, ok, err
+	}
+	for _, res := range d.Resources {
+		if res.Type != resource.RootStackType || res.Delete {
+			continue
+		}
+		v, found := res.Outputs[OutputReleases]
+		if m, isMap := v.(map[string]any); isMap && m[resource.SigKey] != nil {
+			return nil, false, nil // a secret: the CLI decrypts it
+		}
+		if !found {
+			v = nil
+		}
+		states, err := release.Decode(v)
+		return states, true, err
+	}
+	return map[string]release.State{}, true, nil // never updated
+}
+
+// flip moves traffic ahead of the Pulumi update (flipRoutes) when the
+// step allows it; what it cannot do the update does.
+func (s *AppsStore) flip(ctx context.Context, states map[string]release.State, w io.Writer) {
+	kubeconfig, err := readKubeconfig(s.Inventory, s.Options.Options)
+	if err != nil {
+		return
+	}
+	_, dyn, err := kubeClients(kubeconfig)
+	if err != nil {
+		return
+	}
+	notes := s.Options.Notes
+	if notes == nil {
+		notes = io.Discard
+	}
+	for _, app := range flipRoutes(ctx, dyn, s.Inventory, s.saved, states, notes) {
+		fmt.Fprintf(w, "rack: %s: traffic moved ahead of the Pulumi update, which records it\n", app)
+	}
 }
 
 // appsRun binds the apps program to the cluster, like platformRun: an

@@ -22,6 +22,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	k8sresource "k8s.io/apimachinery/pkg/api/resource"
 	k8smetav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -665,18 +666,64 @@ func TestAppsStackForReal(t *testing.T) {
 	})
 
 	t.Run("promote", func(t *testing.T) {
-		states := r.saved(t)
+		// As rack app promote does it: the store reads the states from the
+		// stack's checkpoint, moves the traffic, then Pulumi records it.
+		var progress testenv.Buffer
+		opts := r.opts
+		opts.Progress = &progress
+		store := &AppsStore{Inventory: r.inv, Options: opts, Delivers: true}
+		states, err := store.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if viaCLI := r.saved(t); !reflect.DeepEqual(states, viaCLI) {
+			t.Fatalf("states read from the checkpoint %+v, from the stack's outputs %+v", states, viaCLI)
+		}
 		rel, err := apps.Promote(*web(), states["web"].Release)
 		if err != nil {
 			t.Fatal(err)
 		}
 		states["web"] = release.State{Release: rel}
-		r.apply(t, "promote", states)
+		start := time.Now()
+		if err := store.Apply(ctx, states); err != nil {
+			t.Fatalf("promote: %v\n%s", err, progress.String())
+		}
+		t.Logf("promote: %v", time.Since(start).Round(time.Millisecond))
+		if !strings.Contains(progress.String(), "web: traffic moved ahead of the Pulumi update") {
+			t.Errorf("the promote did not move the traffic first:\n%s", progress.String())
+		}
 		if w := r.weights(t); w["web-blue"] != 50 || w["web-green"] != 50 {
 			t.Errorf("weights %v, want 50/50", w)
 		}
 		if got := r.saved(t)["web"].Step; got != 1 {
 			t.Errorf("saved step %d, want 1", got)
+		}
+		// The routes stay Pulumi's alone: one field manager applies them,
+		// and the next run finds nothing to change.
+		for _, gvr := range []schema.GroupVersionResource{
+			{Group: "traefik.io", Version: "v1alpha1", Resource: "traefikservices"},
+			{Group: "traefik.io", Version: "v1alpha1", Resource: "ingressroutes"},
+		} {
+			dyn, err := dynamic.NewForConfig(r.cluster.RESTConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj, err := dyn.Resource(gvr).Namespace(apps.DefaultNamespace).Get(ctx, "web", k8smetav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var appliers []string
+			for _, f := range obj.GetManagedFields() {
+				if f.Operation == k8smetav1.ManagedFieldsOperationApply {
+					appliers = append(appliers, f.Manager)
+				}
+			}
+			if len(appliers) != 1 || !strings.HasPrefix(appliers[0], pulumiManagerPrefix) {
+				t.Errorf("%s web is applied by %v, want Pulumi's field manager only", gvr.Resource, appliers)
+			}
+		}
+		if res := r.mustUp(t, "re-run after the promote"); res.Changes["update"]+res.Changes["create"]+res.Changes["delete"] != 0 {
+			t.Errorf("a re-run after the promote changed %v", res.Changes)
 		}
 	})
 

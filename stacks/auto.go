@@ -233,16 +233,14 @@ func (r *run) open(ctx context.Context, opts Options) (auto.Stack, error) {
 	if err != nil {
 		return auto.Stack{}, err
 	}
-	backend := opts.Backend
-	if backend == "" {
-		dir, err := filepath.Abs(filepath.Join(r.stateDir, stateSubdir))
-		if err != nil {
+	backend, err := backendURL(r.stateDir, opts)
+	if err != nil {
+		return auto.Stack{}, err
+	}
+	if dir, ok := strings.CutPrefix(backend, "file://"); ok && opts.Backend == "" {
+		if err := os.MkdirAll(filepath.FromSlash(dir), 0o700); err != nil {
 			return auto.Stack{}, err
 		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return auto.Stack{}, err
-		}
-		backend = "file://" + filepath.ToSlash(dir)
 	}
 	// A lock left by a run that was killed would refuse every later one.
 	if err := clearStaleLocks(backend, Project, r.stack, progress(opts)); err != nil {
@@ -283,6 +281,19 @@ func (r *run) open(ctx context.Context, opts Options) (auto.Stack, error) {
 		return auto.Stack{}, explain(fmt.Errorf("open stack %s in %s: %w", r.stack, backend, err), opts)
 	}
 	return st, nil
+}
+
+// backendURL is where the stacks' state lives: opts.Backend, or the file
+// backend in the state dir.
+func backendURL(stateDir string, opts Options) (string, error) {
+	if opts.Backend != "" {
+		return opts.Backend, nil
+	}
+	dir, err := filepath.Abs(filepath.Join(stateDir, stateSubdir))
+	if err != nil {
+		return "", err
+	}
+	return "file://" + filepath.ToSlash(dir), nil
 }
 
 func progress(opts Options) io.Writer {

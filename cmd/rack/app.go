@@ -69,7 +69,7 @@ func appRunner(ctx context.Context, g *globals, f *appFlags, needStore bool) (*r
 	}
 	// With needStore, the store's Load checks first that Pulumi can
 	// deliver: a promote fails in seconds, before any gate, when it
-	// cannot. Apply then runs in the stack Load opened.
+	// cannot. Apply moves the traffic, then runs the Pulumi update.
 	var store release.Store = &stacks.AppsStore{Inventory: inv, Options: opts, Delivers: needStore}
 	if !stacks.DeliversApps(inv) && needStore {
 		if f.out == "" {
