@@ -146,10 +146,26 @@ func planNodes(ctx context.Context, g *globals, nf *nodeFlags) (*k3s.Plan, *inve
 }
 
 func printPlan(g *globals, plan *k3s.Plan) error {
+	return printOut(g, plan, plan.WriteText)
+}
+
+// printOut writes v as JSON with -o json, else as text writes it.
+func printOut(g *globals, v any, text func(io.Writer) error) error {
 	if g.output == outputJSON {
-		return writeJSON(g.stdout, plan)
+		return writeJSON(g.stdout, v)
 	}
-	return plan.WriteText(g.stdout)
+	return text(g.stdout)
+}
+
+// platformUp runs the platform stacks through rack's kubeconfig and
+// prints what they did: rack up, rack node add and rack rebuild end so.
+func platformUp(ctx context.Context, g *globals, inv *inventory.Inventory, so stacks.Options) error {
+	so.Kubeconfig = inv.State().Kubeconfig()
+	res, err := stacks.Up(ctx, inv, so)
+	if err != nil {
+		return fail(err)
+	}
+	return fail(printStackResult(g, "up", res))
 }
 
 func newUpCmd(g *globals) *cobra.Command {
@@ -231,14 +247,10 @@ are installed (skipped with --nodes-only).`,
 			if nodesOnly {
 				return nil
 			}
+			if err := platformUp(ctx, g, inv, so); err != nil {
+				return err
+			}
 			so.Kubeconfig = inv.State().Kubeconfig()
-			res, err := stacks.Up(ctx, inv, so)
-			if err != nil {
-				return fail(err)
-			}
-			if err := printStackResult(g, "up", res); err != nil {
-				return fail(err)
-			}
 			return upApps(ctx, g, inv, so)
 		},
 	}
@@ -305,12 +317,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fail(err)
 			}
-			if g.output == outputJSON {
-				err = writeJSON(g.stdout, st)
-			} else {
-				err = st.WriteText(g.stdout)
-			}
-			if err != nil {
+			if err := printOut(g, st, st.WriteText); err != nil {
 				return fail(err)
 			}
 			if !st.Healthy() {

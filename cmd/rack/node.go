@@ -238,12 +238,7 @@ other node; it waits until the Node is Ready, then re-runs the platform stacks
 			if nodesOnly {
 				return nil
 			}
-			so.Kubeconfig = inv.State().Kubeconfig()
-			res, err := stacks.Up(ctx, inv, so)
-			if err != nil {
-				return fail(err)
-			}
-			return fail(printStackResult(g, "up", res))
+			return platformUp(ctx, g, inv, so)
 		},
 	}
 	nf.register(cmd)

@@ -57,12 +57,7 @@ stops there. A rebuild that was interrupted is finished by running it again.`,
 			if err != nil {
 				return fail(err)
 			}
-			if g.output == outputJSON {
-				err = writeJSON(g.stdout, plan)
-			} else {
-				err = plan.WriteText(g.stdout)
-			}
-			if err != nil {
+			if err := printOut(g, plan, plan.WriteText); err != nil {
 				return fail(err)
 			}
 			if len(plan.Refusals) > 0 {
@@ -88,12 +83,7 @@ stops there. A rebuild that was interrupted is finished by running it again.`,
 			if nodesOnly {
 				return nil
 			}
-			so.Kubeconfig = inv.State().Kubeconfig()
-			res, err := stacks.Up(ctx, inv, so)
-			if err != nil {
-				return fail(err)
-			}
-			return fail(printStackResult(g, "up", res))
+			return platformUp(ctx, g, inv, so)
 		},
 	}
 	nf.register(cmd)

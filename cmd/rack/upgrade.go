@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -185,12 +186,7 @@ to the new version: rack up does not change versions itself.`,
 				return fail(err)
 			}
 			defer e.Close()
-			if g.output == outputJSON {
-				err = writeJSON(g.stdout, e)
-			} else {
-				err = e.WriteText(g.stdout, at)
-			}
-			if err != nil {
+			if err := printOut(g, e, func(w io.Writer) error { return e.WriteText(w, at) }); err != nil {
 				return fail(err)
 			}
 			if bad := e.Blocking(); len(bad) > 0 {
