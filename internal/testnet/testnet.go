@@ -130,7 +130,14 @@ func DialFailsLocally(addr string) error {
 	if errors.As(err, &errno) && (errno == syscall.EINVAL || errno == syscall.ENETUNREACH || errno == syscall.EHOSTUNREACH) && took < time.Second {
 		return nil
 	}
-	return fmt.Errorf("dial %s failed after %v with %v: not the immediate local refusal of a blackhole route", addr, took.Round(time.Millisecond), err)
+	// Which route the kernel picks for it now, for whoever reads the failure.
+	host, _, _ := net.SplitHostPort(addr)
+	route, rerr := ipOutput(context.Background(), "", "route", "get", host)
+	if rerr != nil {
+		route = rerr.Error()
+	}
+	return fmt.Errorf("dial %s failed after %v with %v: not the immediate local refusal of a blackhole route (ip route get %s: %s)",
+		addr, took.Round(time.Millisecond), err, host, strings.TrimSpace(route))
 }
 
 // sweep removes holders whose process is gone, then the root namespace's
