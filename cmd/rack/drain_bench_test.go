@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/homelab/rack/apps/apptest"
 	"github.com/homelab/rack/internal/testcluster"
 	"github.com/homelab/rack/internal/testlab"
 	"github.com/homelab/rack/nodes/kube"
@@ -50,6 +51,9 @@ func BenchmarkDrainVsKubectl(b *testing.B) {
 	}
 	runTimed(rackBin, "-i", lab.Inventory, "up", "--nodes-only", "--yes")
 	cs := lab.Clientset()
+	// Under load kwok's heartbeats come late and the node controller marks
+	// pods not ready for good; budgets would then never allow a disruption.
+	apptest.KeepReady(b, cs, "default")
 	for _, create := range []func() error{
 		func() error {
 			_, err := cs.AppsV1().DaemonSets("default").Create(ctx, logsDaemonSet(), metav1.CreateOptions{})

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/homelab/rack/apps/apptest"
 	"github.com/homelab/rack/internal/testlab"
 	"github.com/homelab/rack/nodes/k3s"
 	"github.com/homelab/rack/nodes/kube"
@@ -113,6 +114,9 @@ func TestNodeDrainUncordonRemoveAdd(t *testing.T) {
 	mustUp(t, lab)
 	env, inv := lab.Env(), []string{"-i", lab.Inventory}
 	cs := lab.Clientset()
+	// Under load kwok's heartbeats come late and the node controller marks
+	// pods not ready for good; budgets would then never allow a disruption.
+	apptest.KeepReady(t, cs, "default")
 	mustCreate(t, cs.AppsV1().DaemonSets("default").Create, logsDaemonSet())
 	mustCreate(t, cs.AppsV1().Deployments("default").Create, webDeployment("web", 2, "wrk-1"))
 	mustCreate(t, cs.PolicyV1().PodDisruptionBudgets("default").Create, pdb("web", intOrStr(2), nil))

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/homelab/rack/apps/apptest"
 	"github.com/homelab/rack/internal/fakek3s"
 	"github.com/homelab/rack/internal/testlab"
 )
@@ -36,6 +37,9 @@ func TestRebuildKilledMidwayIsFinished(t *testing.T) {
 	env := lab.Env()
 	mustUp(t, lab)
 	cs := lab.Clientset()
+	// Under load kwok's heartbeats come late and the node controller marks
+	// pods not ready for good; budgets would then never allow a disruption.
+	apptest.KeepReady(t, cs, "default")
 	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "kept"}, Data: map[string]string{"k": "v"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/homelab/rack/apps/apptest"
 	"github.com/homelab/rack/internal/fakek3s"
 	"github.com/homelab/rack/internal/testlab"
 	"github.com/homelab/rack/nodes/k3s/catalog"
@@ -278,6 +279,9 @@ func TestUpgradeTwoMinors(t *testing.T) {
 	checkSupport(t, lab, lab.Spec.Version)
 	addVersions(t, lab, v134, v135)
 	cs := lab.Clientset()
+	// Under load kwok's heartbeats come late and the node controller marks
+	// pods not ready for good; budgets would then never allow a disruption.
+	apptest.KeepReady(t, cs, "default")
 	mustCreate(t, cs.AppsV1().DaemonSets("default").Create, logsDaemonSet())
 	mustCreate(t, cs.AppsV1().Deployments("default").Create, webDeployment("web", 3, ""))
 	mustCreate(t, cs.PolicyV1().PodDisruptionBudgets("default").Create, pdb("web", nil, intOrStr(1)))
