@@ -13,8 +13,9 @@ import (
 // Route markers: how a deliverer learns that Traefik serves a route as
 // rendered, not as it was before. The API server accepts an IngressRoute
 // or a TraefikService at once, but Traefik loads it a moment later (its
-// providers throttle reloads, 2 s by default), and until then a new route
-// answers 404 and a moved one still reaches the old version. So every
+// providers throttle reloads: 2 s by default, 200 ms as rack installs it),
+// and until then a new route answers 404 and a moved one still reaches
+// the old version. So every
 // IngressRoute ends with one more route: requests for the marker path on
 // the app's host go to Traefik's internal noop service, which answers
 // MarkerStatus. The path carries a digest of the IngressRoute's other

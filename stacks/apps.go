@@ -171,10 +171,7 @@ func ApplyReleases(ctx context.Context, inv *inventory.Inventory, states map[str
 // time is a note, not a failure: the objects are applied and the states
 // recorded, clients only see them late.
 func served(ctx context.Context, inv *inventory.Inventory, states map[string]release.State, opts AppsOptions) {
-	notes := opts.Notes
-	if notes == nil {
-		notes = io.Discard
-	}
+	notes := notesOf(opts)
 	timeout := opts.ServedTimeout
 	if timeout <= 0 {
 		timeout = DefaultServedTimeout
@@ -203,6 +200,14 @@ func served(ctx context.Context, inv *inventory.Inventory, states map[string]rel
 	}
 }
 
+// notesOf is where a run's notes go (opts.Notes, or nowhere).
+func notesOf(opts AppsOptions) io.Writer {
+	if opts.Notes == nil {
+		return io.Discard
+	}
+	return opts.Notes
+}
+
 // PreviewApps shows what delivering states would change.
 func PreviewApps(ctx context.Context, inv *inventory.Inventory, states map[string]release.State, opts AppsOptions) (Result, error) {
 	r, err := appsRun(inv, states, opts)
@@ -212,11 +217,12 @@ func PreviewApps(ctx context.Context, inv *inventory.Inventory, states map[strin
 	return r.preview(ctx, opts.Options)
 }
 
-// AppsStore is the apps stack as a release.Store. Load opens the stack and
-// Apply runs the update in the stack Load opened: every step of the Pulumi
-// CLI costs the best part of a second on a small machine, and a promote's
-// flip should not wait for the tools to be checked and the stack selected
-// a second time.
+// AppsStore is the apps stack as a release.Store. Every start of the
+// Pulumi CLI costs the best part of a second on a small machine, and a
+// promote's flip should not wait for them: Load reads the states from a
+// file backend's checkpoint without the CLI (another backend: it opens the
+// stack, and Apply updates the stack Load opened), and Apply moves the
+// traffic before the update when the step allows it.
 type AppsStore struct {
 	Inventory *inventory.Inventory
 	Options   AppsOptions
@@ -325,15 +331,11 @@ func (s *AppsStore) flip(ctx context.Context, states map[string]release.State, w
 	if err != nil {
 		return
 	}
-	_, dyn, err := kubeClients(kubeconfig)
+	cs, dyn, err := kubeClients(kubeconfig)
 	if err != nil {
 		return
 	}
-	notes := s.Options.Notes
-	if notes == nil {
-		notes = io.Discard
-	}
-	for _, app := range flipRoutes(ctx, dyn, s.Inventory, s.saved, states, notes) {
+	for _, app := range flipRoutes(ctx, &release.Gate{Client: cs}, dyn, s.Inventory, s.saved, states, notesOf(s.Options)) {
 		fmt.Fprintf(w, "rack: %s: traffic moved ahead of the Pulumi update, which records it\n", app)
 	}
 }

@@ -237,8 +237,8 @@ func (r *run) open(ctx context.Context, opts Options) (auto.Stack, error) {
 	if err != nil {
 		return auto.Stack{}, err
 	}
-	if dir, ok := strings.CutPrefix(backend, "file://"); ok && opts.Backend == "" {
-		if err := os.MkdirAll(filepath.FromSlash(dir), 0o700); err != nil {
+	if dir, ok := fileBackendDir(backend); ok && opts.Backend == "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return auto.Stack{}, err
 		}
 	}
@@ -294,6 +294,13 @@ func backendURL(stateDir string, opts Options) (string, error) {
 		return "", err
 	}
 	return "file://" + filepath.ToSlash(dir), nil
+}
+
+// fileBackendDir is the folder of a file:// backend; ok is false for any
+// other backend.
+func fileBackendDir(backend string) (dir string, ok bool) {
+	dir, ok = strings.CutPrefix(backend, "file://")
+	return filepath.FromSlash(dir), ok
 }
 
 func progress(opts Options) io.Writer {

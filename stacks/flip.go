@@ -6,9 +6,9 @@ import (
 	"io"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/homelab/rack/apps"
@@ -33,7 +33,7 @@ const pulumiManagerPrefix = "pulumi-kubernetes-"
 // alone. Anything unusual (an object Pulumi did not apply, a Deployment
 // still rolling out) leaves the app to the Pulumi update, in its order;
 // the update runs either way and is what records the step.
-func flipRoutes(ctx context.Context, dyn dynamic.Interface, inv *inventory.Inventory, prev, next map[string]release.State, notes io.Writer) (moved []string) {
+func flipRoutes(ctx context.Context, gate *release.Gate, dyn dynamic.Interface, inv *inventory.Inventory, prev, next map[string]release.State, notes io.Writer) (moved []string) {
 	for i, app := range inv.Apps {
 		was, ok1 := prev[app.Name]
 		now, ok2 := next[app.Name]
@@ -53,7 +53,7 @@ func flipRoutes(ctx context.Context, dyn dynamic.Interface, inv *inventory.Inven
 		if len(routes) == 0 {
 			continue
 		}
-		if why := notReady(ctx, dyn, apps.Deps(routes, after)); why != "" {
+		if why := notReady(ctx, gate, dyn, apps.Deps(routes, after)); why != "" {
 			fmt.Fprintf(notes, "%s: the routes move with the update: %s\n", app.Name, why)
 			continue
 		}
@@ -86,12 +86,10 @@ func flipRoutes(ctx context.Context, dyn dynamic.Interface, inv *inventory.Inven
 	return moved
 }
 
-// resourceOf is the dynamic client of obj's kind in the apps' namespace.
+// resourceOf is the dynamic client of obj's kind in the apps' namespace
+// (every kind Render makes is named by the API as its lowercase plural).
 func resourceOf(dyn dynamic.Interface, obj *unstructured.Unstructured) dynamic.ResourceInterface {
-	gv, _ := schema.ParseGroupVersion(obj.GetAPIVersion())
-	// Every kind Render makes is named in the plural the API uses:
-	// lowercase kind + "s" (services, deployments, ingressroutes, traefikservices).
-	gvr := gv.WithResource(strings.ToLower(obj.GetKind()) + "s")
+	gvr, _ := meta.UnsafeGuessKindToResource(obj.GroupVersionKind())
 	return dyn.Resource(gvr).Namespace(apps.DefaultNamespace)
 }
 
@@ -115,24 +113,18 @@ func pulumiManager(ctx context.Context, dyn dynamic.Interface, obj *unstructured
 }
 
 // notReady says which of objs (Services and Deployments behind the new
-// routes) is not there, or not rolled out and available; "" when all are.
-func notReady(ctx context.Context, dyn dynamic.Interface, objs []*unstructured.Unstructured) string {
+// routes) is not there, or, for a Deployment, not Available and rolled out
+// as the health gates see it; "" when all are.
+func notReady(ctx context.Context, gate *release.Gate, dyn dynamic.Interface, objs []*unstructured.Unstructured) string {
 	for _, o := range objs {
-		live, err := resourceOf(dyn, o).Get(ctx, o.GetName(), metav1.GetOptions{})
-		if err != nil {
-			return fmt.Sprintf("%s: %v", apps.Key(o), err)
-		}
-		if o.GetKind() != "Deployment" {
+		if o.GetKind() == "Deployment" {
+			if reason := gate.DeploymentReady(ctx, o.GetName()); reason != "" {
+				return reason
+			}
 			continue
 		}
-		want, _, _ := unstructured.NestedInt64(live.Object, "spec", "replicas")
-		gen := live.GetGeneration()
-		observed, _, _ := unstructured.NestedInt64(live.Object, "status", "observedGeneration")
-		updated, _, _ := unstructured.NestedInt64(live.Object, "status", "updatedReplicas")
-		available, _, _ := unstructured.NestedInt64(live.Object, "status", "availableReplicas")
-		total, _, _ := unstructured.NestedInt64(live.Object, "status", "replicas")
-		if observed < gen || updated != want || available < want || total != want {
-			return fmt.Sprintf("%s has %d of %d replicas updated and %d available (%d in all)", apps.Key(o), updated, want, available, total)
+		if _, err := resourceOf(dyn, o).Get(ctx, o.GetName(), metav1.GetOptions{}); err != nil {
+			return fmt.Sprintf("%s: %v", apps.Key(o), err)
 		}
 	}
 	return ""

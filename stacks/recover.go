@@ -56,11 +56,11 @@ func (e *LockedError) Error() string {
 // were left by a pulumi process of this machine that no longer runs, and
 // fails on a live one. Other backends keep their own locks.
 func clearStaleLocks(backend, project, stack string, w io.Writer) error {
-	dir, ok := strings.CutPrefix(backend, "file://")
+	dir, ok := fileBackendDir(backend)
 	if !ok {
 		return nil
 	}
-	root := filepath.Join(filepath.FromSlash(dir), ".pulumi", "locks")
+	root := filepath.Join(dir, ".pulumi", "locks")
 	host, _ := os.Hostname()
 	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) {

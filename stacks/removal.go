@@ -158,11 +158,11 @@ func exportStateCLI(ctx context.Context, st auto.Stack, opts Options) (*apitype.
 // .pulumi/stacks/<project>/<stack>.json[.gz]), as `pulumi stack export`
 // prints it. ok is false when the backend or its layout is another one.
 func readCheckpoint(backend, project, stack string) (d *apitype.DeploymentV3, ok bool, err error) {
-	dir, isFile := strings.CutPrefix(backend, "file://")
+	dir, isFile := fileBackendDir(backend)
 	if !isFile {
 		return nil, false, nil
 	}
-	root := filepath.Join(filepath.FromSlash(dir), ".pulumi")
+	root := filepath.Join(dir, ".pulumi")
 	meta, err := os.ReadFile(filepath.Join(root, "meta.yaml"))
 	if err != nil || strings.TrimSpace(string(meta)) != "version: 1" {
 		return nil, false, nil

@@ -151,6 +151,13 @@ func (g *Gate) Health(ctx context.Context, app inventory.App, st State) (bool, s
 	return true, ""
 }
 
+// DeploymentReady says why the named Deployment is not Available and fully
+// rolled out, "" when it is: what a route may move onto.
+func (g *Gate) DeploymentReady(ctx context.Context, name string) string {
+	_, reason := g.deployment(ctx, name)
+	return reason
+}
+
 // deployment returns the named Deployment when it is Available and fully
 // rolled out, else why not.
 func (g *Gate) deployment(ctx context.Context, name string) (*appsv1.Deployment, string) {
