@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -662,6 +664,40 @@ func TestAppsStackForReal(t *testing.T) {
 		res := r.mustUp(t, "re-run")
 		if res.Changes["update"]+res.Changes["create"]+res.Changes["delete"] != 0 {
 			t.Errorf("a re-run changed %v", res.Changes)
+		}
+	})
+
+	t.Run("a promote killed after its early move", func(t *testing.T) {
+		// The routes moved, then rack died before the Pulumi update
+		// recorded the step: the recorded state still says step 0, and the
+		// next rack up puts the routes back where it says.
+		states := r.saved(t)
+		rel, err := apps.Promote(*web(), states["web"].Release)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := maps.Clone(states)
+		next["web"] = release.State{Release: rel}
+		admin, err := os.ReadFile(r.cluster.AdminKubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs, dyn, err := kubeClients(admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if moved := flipRoutes(ctx, &release.Gate{Client: cs}, dyn, r.inv, states, next, io.Discard); !slices.Equal(moved, []string{"web"}) {
+			t.Fatalf("moved %v, want web", moved)
+		}
+		if w := r.weights(t); w["web-blue"] != 50 || w["web-green"] != 50 {
+			t.Fatalf("weights after the early move %v, want 50/50", w)
+		}
+		r.mustUp(t, "rack up after the killed promote")
+		if w := r.weights(t); w["web-blue"] != 90 || w["web-green"] != 10 {
+			t.Errorf("weights %v, want the recorded step back (90/10)", w)
+		}
+		if st := r.saved(t)["web"]; st.Step != 0 {
+			t.Errorf("saved step %d, want 0", st.Step)
 		}
 	})
 
