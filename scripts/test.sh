@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test once, keeps the full log, and fails when a test skipped on CI
-# (tests may only skip for a declared short mode; root-only tests must run there).
+# `make test`: lint, a bounded fuzz run and every test, once, keeping the full
+# log; fails when a test skipped on CI (tests may only skip for a declared
+# short mode; root-only tests must run there).
 #
-# Two phases, so the machine is never idle on a cold run: while the pulumi CLI
-# and the kubernetes provider plugin build (CPU-bound, and needed only by
-# ./stacks/ and ./cmd/rack/), the other packages' tests run (they mostly wait
-# on test hosts and API servers). Then ./stacks/ and ./cmd/rack/.
+# Scheduled so a cold 2-core machine is never idle and the longest chain
+# starts first. The chains:
+#   control plane -> test images -> the tests that need neither pulumi nor
+#   its kubernetes plugin (mostly waiting on test hosts and API servers);
+#   pulumi CLI -> kubernetes provider plugin (about 27 CPU-minutes cold) ->
+#   ./stacks and cmd/rack's pulumi tests.
+# The pulumi chain starts at once, niced, so it takes the CPU the first chain
+# leaves (the tests mostly wait). gofmt runs first (a quick failure); go vet,
+# staticcheck and the fuzzers run niced beside the last tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cache="${CACHE_DIR:-.cache}"
@@ -14,10 +20,21 @@ mkdir -p "$cache"
 : >"$log"
 began=$(date +%s)
 stamp() { echo "== $* ($(($(date +%s) - began)) s)"; }
+status=0
+# Background builds and tests must not outlive a run that stops early.
+trap 'kill $(jobs -p) 2>/dev/null' EXIT
+
+stamp "gofmt"
+make -s fmt || exit 1
+
+# The pulumi CLI and the kubernetes provider plugin, built once and cached, in
+# the background at low priority.
+stamp "pulumi CLI and kubernetes provider plugin (scripts/build-pulumi.sh, scripts/build-provider.sh), in the background (log: $cache/build-pulumi.log)"
+(nice -n 10 scripts/build-pulumi.sh && nice -n 10 scripts/build-provider.sh && echo "== built ($(($(date +%s) - began)) s)") >"$cache/build-pulumi.log" 2>&1 &
+pulumi_build=$!
 
 if [ "$(id -u)" -eq 0 ]; then
 	export RACK_TEST_REQUIRE_ROOT=1
-	# The test control plane (one go build), cached: about 9 minutes cold.
 	stamp "test control plane (scripts/build-controlplane.sh)"
 	RACK_CONTROLPLANE_DIR=$(scripts/build-controlplane.sh | tail -n 1) || { echo "building the test control plane failed"; exit 1; }
 	export RACK_CONTROLPLANE_DIR
@@ -28,13 +45,7 @@ if [ "$(id -u)" -eq 0 ]; then
 	export RACK_IMAGES_DIR
 fi
 
-# The pulumi CLI and the kubernetes provider plugin, built once and cached
-# (about 4 and 10 minutes cold), in the background.
-stamp "pulumi CLI and kubernetes provider plugin (scripts/build-pulumi.sh, scripts/build-provider.sh), in the background"
-(scripts/build-pulumi.sh && scripts/build-provider.sh) >"$cache/build-pulumi.log" 2>&1 &
-pulumi_build=$!
-
-# What needs them: ./stacks, and these tests of ./cmd/rack (one pattern for
+# What needs pulumi: ./stacks, and these tests of ./cmd/rack (one pattern for
 # both phases, so every test runs exactly once).
 pulumi_tests='^(TestApp|TestGitOps|TestRender|TestTraffic)'
 early=$(go list ./... | grep -v -x -e github.com/homelab/rack/stacks -e github.com/homelab/rack/cmd/rack)
@@ -43,22 +54,33 @@ gotest() { go test -count=1 -v -timeout 50m -parallel 3 "$@"; }
 stamp "go test, all but ./stacks and cmd/rack's $pulumi_tests (full log: $log)"
 gotest $early >"$cache/test-early.log" 2>&1 &
 early_run=$!
-status=0
 gotest ./cmd/rack -skip "$pulumi_tests" >"$cache/test-cli.log" 2>&1 || status=1
 wait "$early_run" || status=1
 
+stamp "waiting for the pulumi CLI and its kubernetes plugin"
 if ! wait "$pulumi_build"; then
 	echo "building the pulumi CLI or its kubernetes plugin failed:"
 	tail -n 40 "$cache/build-pulumi.log"
 	exit 1
 fi
-stamp "go test ./stacks and cmd/rack's $pulumi_tests"
+grep '^== built' "$cache/build-pulumi.log" || true
+stamp "go test ./stacks and cmd/rack's $pulumi_tests; go vet, staticcheck and the fuzzers beside them (log: $cache/lint.log)"
+nice -n 10 make -s vet fuzz >"$cache/lint.log" 2>&1 &
+lint_run=$!
 gotest ./stacks >"$cache/test-stacks.log" 2>&1 &
 stacks_run=$!
 gotest ./cmd/rack -run "$pulumi_tests" >"$cache/test-late.log" 2>&1 || status=1
 wait "$stacks_run" || status=1
 cat "$cache/test-early.log" "$cache/test-cli.log" "$cache/test-stacks.log" "$cache/test-late.log" >"$log"
 stamp "tests done"
+if ! wait "$lint_run"; then
+	echo "== go vet, staticcheck or a fuzzer failed:"
+	tail -n 60 "$cache/lint.log"
+	status=1
+fi
+stamp "lint and fuzz done"
+echo "== CPU time (user, system) of this shell, then of everything it ran:"
+times
 
 grep -E '^(ok|FAIL|---|panic:|\?)' "$log" | grep -v -- '--- PASS' || true
 if [ $status -ne 0 ]; then
