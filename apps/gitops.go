@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/homelab/rack/internal/atomicfile"
 	"github.com/homelab/rack/inventory"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
@@ -227,7 +228,7 @@ func WriteRepo(dir, root string, files []File) ([]string, error) {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			return nil, err
 		}
-		if err := writeAtomic(full, f.Data); err != nil {
+		if err := atomicfile.Write(full, f.Data, 0o644); err != nil {
 			return nil, err
 		}
 		changed = append(changed, f.Path)
@@ -278,29 +279,4 @@ func WriteRepo(dir, root string, files []File) ([]string, error) {
 	}
 	sort.Strings(changed)
 	return changed, nil
-}
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/homelab/rack/internal/atomicfile"
 )
 
 // hostKeyVerifier checks one host's key against the pin and known_hosts and,
@@ -174,7 +176,7 @@ func (v *hostKeyVerifier) record(remote net.Addr, key ssh.PublicKey, fail func(H
 		old = append(old, '\n')
 	}
 	line := knownhosts.Line([]string{knownhosts.Normalize(v.addr)}, key)
-	if err := WriteFileAtomic(file, append(old, line+"\n"...), 0o600); err != nil {
+	if err := atomicfile.Write(file, append(old, line+"\n"...), 0o600); err != nil {
 		return fmt.Errorf("%s: recording host key: %w", v.node, err)
 	}
 	v.log.Info("recorded new host key (hostKeyPolicy accept-new)", "node", v.node, "addr", v.addr,

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/homelab/rack/internal/atomicfile"
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/kube"
@@ -400,7 +401,7 @@ func (p *BackupPlan) download(ctx context.Context, h *nodes.Host) error {
 	if err != nil {
 		return fmt.Errorf("merging %s-wal into the copy: %w", SQLiteDB, err)
 	}
-	if err := nodes.WriteFileAtomic(p.b.local, merged, 0o600); err != nil {
+	if err := atomicfile.Write(p.b.local, merged, 0o600); err != nil {
 		return err
 	}
 	sum := sha256.Sum256(merged)
@@ -420,7 +421,7 @@ func (p *BackupPlan) Run(ctx context.Context) (*BackupManifest, error) {
 	}
 	base := strings.TrimSuffix(p.File, filepath.Ext(p.File))
 	tokenFile := base + ".token"
-	if err := nodes.WriteFileAtomic(filepath.Join(p.Out, tokenFile), p.b.token, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(p.Out, tokenFile), p.b.token, 0o600); err != nil {
 		return nil, fmt.Errorf("keep the server token in %s: %w", filepath.Join(p.Out, tokenFile), err)
 	}
 	// End to end: what landed on this disk is what left the server.
@@ -438,7 +439,7 @@ func (p *BackupPlan) Run(ctx context.Context) (*BackupManifest, error) {
 	m := &BackupManifest{Cluster: p.Cluster, K3sVersion: p.K3sVersion, Servers: servers, Time: p.time.Format(time.RFC3339),
 		SHA256: sum, File: p.File, Size: size, Datastore: p.Datastore, Method: p.Method, Node: p.Node, TokenFile: tokenFile}
 	data, _ := json.MarshalIndent(m, "", "  ") // only plain fields: cannot fail
-	if err := nodes.WriteFileAtomic(filepath.Join(p.Out, base+".json"), append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(p.Out, base+".json"), append(data, '\n'), 0o600); err != nil {
 		return nil, err
 	}
 	if p.Keep > 0 {

@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/homelab/rack/nodes"
+	"github.com/homelab/rack/internal/atomicfile"
 )
 
 // DefaultReleaseURL is where k3s publishes its release assets.
@@ -250,7 +250,7 @@ func (b Binaries) download(ctx context.Context, version, arch, asset, dir string
 		return Artifact{}, err
 	}
 	final := filepath.Join(dir, "k3s")
-	if err := nodes.WriteFileAtomic(final+".sha256", []byte(got+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(final+".sha256", []byte(got+"\n"), 0o644); err != nil {
 		return Artifact{}, err
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {

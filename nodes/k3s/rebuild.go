@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/homelab/rack/internal/atomicfile"
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/kube"
@@ -143,7 +144,7 @@ func writeJournal(inv *inventory.Inventory, j *rebuildJournal) error {
 		return err
 	}
 	b, _ := json.MarshalIndent(j, "", "  ") // plain fields: cannot fail
-	return nodes.WriteFileAtomic(journalPath(inv), append(b, '\n'), 0o600)
+	return atomicfile.Write(journalPath(inv), append(b, '\n'), 0o600)
 }
 
 // rebuildObs is one node as rebuild planning found it.
@@ -396,7 +397,7 @@ func rebuildToken(inv *inventory.Inventory, b *Backup, obs map[string]rebuildObs
 				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 					return err
 				}
-				return nodes.WriteFileAtomic(path, []byte(value+"\n"), 0o600)
+				return atomicfile.Write(path, []byte(value+"\n"), 0o600)
 			}}}, ""
 	}
 	if b == nil {

@@ -11,8 +11,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/homelab/rack/internal/atomicfile"
 	"github.com/homelab/rack/inventory"
-	"github.com/homelab/rack/nodes"
 )
 
 // Token is the cluster join token as planning finds it: the inventory's
@@ -70,7 +70,7 @@ func (t Token) Keep() error {
 	if _, err := os.Stat(t.Path); err == nil {
 		return fmt.Errorf("%s appeared while rack was planning (another rack run?): run again so the plan uses it", t.Path)
 	}
-	if err := nodes.WriteFileAtomic(t.Path, []byte(t.Value+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(t.Path, []byte(t.Value+"\n"), 0o600); err != nil {
 		return fmt.Errorf("keep the generated token in %s: %w", t.Path, err)
 	}
 	return nil

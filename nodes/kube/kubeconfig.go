@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/homelab/rack/nodes"
+	"github.com/homelab/rack/internal/atomicfile"
 )
 
 // Kubeconfig is a cluster's admin kubeconfig, reduced to what rack trusts:
@@ -106,7 +106,7 @@ func (k *Kubeconfig) Save(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return nodes.WriteFileAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // DefaultPath is the first file of $KUBECONFIG, else ~/.kube/config.
@@ -156,7 +156,7 @@ func (k *Kubeconfig) Merge(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return nodes.WriteFileAtomic(path, data, 0o600)
+	return atomicfile.Write(path, data, 0o600)
 }
 
 // otherCluster names the kind of entry ("context", "cluster") called name in

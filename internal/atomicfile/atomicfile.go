@@ -1,15 +1,16 @@
-package nodes
+// Package atomicfile writes files so a reader or a crash never sees half of one.
+package atomicfile
 
 import (
 	"os"
 	"path/filepath"
 )
 
-// WriteFileAtomic writes a sibling temp file, syncs it and renames it over
+// Write writes a sibling temp file, syncs it and renames it over
 // path, so readers see the old or the new content, never a part. A path that
 // is a symlink (a ~/.kube/config kept in a dotfiles repository) stays one:
 // the file it points to is replaced.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+func Write(path string, data []byte, mode os.FileMode) (err error) {
 	if target, err := filepath.EvalSymlinks(path); err == nil {
 		path = target
 	}
