@@ -250,6 +250,9 @@ func (r *run) open(ctx context.Context, opts Options) (auto.Stack, error) {
 	if err := os.MkdirAll(workDir, 0o700); err != nil {
 		return auto.Stack{}, err
 	}
+	if stateFile(backend, Project, r.stack) != "" {
+		cli.existing = map[string]bool{r.stack: true}
+	}
 	wsOpts := []auto.LocalWorkspaceOption{
 		auto.Pulumi(cli),
 		auto.WorkDir(workDir),
@@ -311,7 +314,7 @@ func progress(opts Options) io.Writer {
 }
 
 // check finds the pulumi CLI and, when asked, the kubernetes plugin.
-func check(ctx context.Context, opts Options, kubernetesPlugin bool) (auto.PulumiCommand, error) {
+func check(ctx context.Context, opts Options, kubernetesPlugin bool) (*cliRunner, error) {
 	if _, err := exec.LookPath("pulumi"); err != nil {
 		return nil, &MissingError{
 			What: "the pulumi CLI",
@@ -320,7 +323,7 @@ func check(ctx context.Context, opts Options, kubernetesPlugin bool) (auto.Pulum
 				"or build it from rack's source with scripts/build-pulumi.sh and put the folder it prints first on PATH", PulumiVersion),
 		}
 	}
-	cli, err := auto.NewPulumiCommand(&auto.PulumiCommandOptions{})
+	cli, err := newCLIRunner()
 	if err != nil {
 		return nil, &MissingError{
 			What: "a usable pulumi CLI",

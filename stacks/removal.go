@@ -158,13 +158,8 @@ func exportStateCLI(ctx context.Context, st auto.Stack, opts Options) (*apitype.
 // .pulumi/stacks/<project>/<stack>.json[.gz]), as `pulumi stack export`
 // prints it. ok is false when the backend or its layout is another one.
 func readCheckpoint(backend, project, stack string) (d *apitype.DeploymentV3, ok bool, err error) {
-	dir, isFile := fileBackendDir(backend)
-	if !isFile {
-		return nil, false, nil
-	}
-	root := filepath.Join(dir, ".pulumi")
-	meta, err := os.ReadFile(filepath.Join(root, "meta.yaml"))
-	if err != nil || strings.TrimSpace(string(meta)) != "version: 1" {
+	root, ok := fileBackendRoot(backend)
+	if !ok {
 		return nil, false, nil
 	}
 	base := filepath.Join(root, "stacks", project, stack+".json")
@@ -193,6 +188,37 @@ func readCheckpoint(backend, project, stack string) (d *apitype.DeploymentV3, ok
 		return &apitype.DeploymentV3{}, true, nil
 	}
 	return c.Latest, true, nil
+}
+
+// fileBackendRoot is the .pulumi folder of a file:// backend in the project
+// layout; ok is false for any other backend or layout.
+func fileBackendRoot(backend string) (root string, ok bool) {
+	dir, isFile := fileBackendDir(backend)
+	if !isFile {
+		return "", false
+	}
+	root = filepath.Join(dir, ".pulumi")
+	meta, err := os.ReadFile(filepath.Join(root, "meta.yaml"))
+	if err != nil || strings.TrimSpace(string(meta)) != "version: 1" {
+		return "", false
+	}
+	return root, true
+}
+
+// stateFile is the path of a stack's state in a file:// backend, "" when
+// the backend is another one or holds no such stack.
+func stateFile(backend, project, stack string) string {
+	root, ok := fileBackendRoot(backend)
+	if !ok {
+		return ""
+	}
+	for _, name := range []string{stack + ".json", stack + ".json.gz"} {
+		p := filepath.Join(root, "stacks", project, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
 }
 
 // plannedURNs runs the program against an in-memory engine and returns
