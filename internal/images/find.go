@@ -115,16 +115,29 @@ func lock(ctx context.Context, path string) (func(), error) {
 	}
 }
 
-// repoRoot finds rack's source tree from this file's location (kept here
-// rather than imported: mkimages links this package and should stay small).
+// repoRoot finds rack's source tree from the working directory (tests run
+// in their package's folder) or from this file's location, whichever holds
+// scripts/build-images.sh (kept here rather than imported: mkimages links
+// this package and should stay small). A -trimpath build knows no location.
 func repoRoot() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("cannot find rack's source tree")
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
 	}
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	if _, err := os.Stat(filepath.Join(root, "scripts", "build-images.sh")); err != nil {
-		return "", fmt.Errorf("cannot find rack's source tree: %w", err)
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		starts = append(starts, filepath.Dir(file))
 	}
-	return root, nil
+	for _, d := range starts {
+		for {
+			if _, err := os.Stat(filepath.Join(d, "scripts", "build-images.sh")); err == nil {
+				return d, nil
+			}
+			parent := filepath.Dir(d)
+			if parent == d {
+				break
+			}
+			d = parent
+		}
+	}
+	return "", errors.New("cannot find rack's source tree (scripts/build-images.sh) from the working directory or this binary's sources")
 }
