@@ -68,11 +68,19 @@ if [ $missing -eq 1 ]; then
 		sigs.k8s.io/kwok/cmd/kwok
 	for b in "${bins[@]}"; do mv -f "$tmp/$b" "$out/$b"; done
 fi
-if [ ! -x "$out/kine" ]; then
+# SQLite as kine's own build script (and k3s) compile it: with the dbstat
+# table, which kine's etcd Status call reads for the database size. Without
+# it Status fails, the API server turns off watch progress requests, and
+# clients' streaming lists (client-go's WatchListClient, on by default since
+# 1.35) fail on every watch.
+kine_cflags="-DSQLITE_ENABLE_DBSTAT_VTAB=1 -DSQLITE_USE_ALLOCA=1"
+if [ ! -x "$out/kine" ] || [ "$(cat "$out/kine.cflags" 2>/dev/null)" != "$kine_cflags" ]; then
 	echo "== building kine (k3s' SQLite datastore)" >&2
 	tmp=$(mktemp -d "$out/.build.XXXXXX")
 	trap 'rm -rf "$tmp"' EXIT
-	(cd kine && go build -trimpath -ldflags "-s -w" -o "$tmp/kine" github.com/k3s-io/kine)
+	(cd kine && CGO_ENABLED=1 CGO_CFLAGS="$kine_cflags" go build -trimpath -ldflags "-s -w" -o "$tmp/kine" github.com/k3s-io/kine)
+	echo "$kine_cflags" >"$tmp/kine.cflags"
 	mv -f "$tmp/kine" "$out/kine"
+	mv -f "$tmp/kine.cflags" "$out/kine.cflags"
 fi
 echo "$out"
