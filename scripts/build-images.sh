@@ -57,7 +57,7 @@ find "$cache" -maxdepth 1 -name '.build-*' -mmin +180 -exec rm -rf {} +
 
 # rack's own: pause, sampleweb and the image writer.
 own=("$root/go.mod" "$root/go.sum")
-while IFS= read -r f; do own+=("$f"); done < <(find "$root/internal/images" "$root/internal/sampleweb" -name '*.go' ! -name '*_test.go' | sort)
+while IFS= read -r f; do own+=("$f"); done < <(find "$root/internal/images" "$root/internal/sampleweb" "$root/internal/srcroot" -name '*.go' ! -name '*_test.go' | sort)
 build rack dev "$(key "${own[@]}")" "$root" "" \
 	./internal/images/cmd/pause ./internal/sampleweb ./internal/images/cmd/mkimages
 rackdir=$out

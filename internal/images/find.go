@@ -9,10 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/srcroot"
 )
 
 // EnvImagesDir names a built image set (a folder with images.json) to use
@@ -115,29 +116,14 @@ func lock(ctx context.Context, path string) (func(), error) {
 	}
 }
 
-// repoRoot finds rack's source tree from the working directory (tests run
-// in their package's folder) or from this file's location, whichever holds
-// scripts/build-images.sh (kept here rather than imported: mkimages links
-// this package and should stay small). A -trimpath build knows no location.
+// repoRoot is rack's source tree, which must hold scripts/build-images.sh.
 func repoRoot() (string, error) {
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
+	root, err := srcroot.Find()
+	if err != nil {
+		return "", err
 	}
-	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
-		starts = append(starts, filepath.Dir(file))
+	if _, err := os.Stat(filepath.Join(root, "scripts", "build-images.sh")); err != nil {
+		return "", fmt.Errorf("rack's source tree %s: %w", root, err)
 	}
-	for _, d := range starts {
-		for {
-			if _, err := os.Stat(filepath.Join(d, "scripts", "build-images.sh")); err == nil {
-				return d, nil
-			}
-			parent := filepath.Dir(d)
-			if parent == d {
-				break
-			}
-			d = parent
-		}
-	}
-	return "", errors.New("cannot find rack's source tree (scripts/build-images.sh) from the working directory or this binary's sources")
+	return root, nil
 }

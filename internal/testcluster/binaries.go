@@ -10,18 +10,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 
 	"github.com/homelab/rack/internal/flock"
+	"github.com/homelab/rack/internal/srcroot"
 )
 
 // EnvControlPlaneDir names a folder holding kube-apiserver,
 // kube-controller-manager, kube-scheduler and kwok (and optionally etcd),
 // used instead of running scripts/build-controlplane.sh.
 const EnvControlPlaneDir = "RACK_CONTROLPLANE_DIR"
-
-const modulePath = "github.com/homelab/rack"
 
 // Binaries are the executables of a control plane.
 type Binaries struct {
@@ -92,40 +90,8 @@ func FindBinaries(ctx context.Context, logf func(string, ...any)) (Binaries, err
 	return b, nil
 }
 
-// RepoRoot finds rack's module root: upwards from the working directory
-// (tests run in their package directory, make demo at the root), else
-// from this source file's location.
-func RepoRoot() (string, error) {
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		starts = append(starts, filepath.Dir(file))
-	}
-	for _, d := range starts {
-		for {
-			if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && moduleOf(b) == modulePath {
-				return d, nil
-			}
-			parent := filepath.Dir(d)
-			if parent == d {
-				break
-			}
-			d = parent
-		}
-	}
-	return "", fmt.Errorf("cannot find the %s source tree", modulePath)
-}
-
-func moduleOf(gomod []byte) string {
-	for _, line := range strings.Split(string(gomod), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
-			return f[1]
-		}
-	}
-	return ""
-}
+// RepoRoot finds rack's module root (srcroot.Find).
+func RepoRoot() (string, error) { return srcroot.Find() }
 
 // StampedKubelet is a kubelet that reports version, as k3s' embedded one
 // reports the k3s version: what the test rack's real nodes run, so that a
