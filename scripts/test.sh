@@ -10,8 +10,9 @@
 #   pulumi CLI -> kubernetes provider plugin (about 27 CPU-minutes cold) ->
 #   ./stacks and cmd/rack's pulumi tests.
 # The pulumi chain starts at once, niced, so it takes the CPU the first chain
-# leaves, and gets its full share once the tests start (they mostly wait). gofmt runs first (a quick failure); go vet,
-# staticcheck and the fuzzers run niced beside the last tests.
+# leaves, and gets its full share once the tests start (they mostly wait).
+# gofmt runs first (a quick failure); go vet, staticcheck and the fuzzers run
+# niced beside the last tests.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 cache="${CACHE_DIR:-.cache}"
@@ -21,6 +22,11 @@ mkdir -p "$cache"
 began=$(date +%s)
 stamp() { echo "== $* ($(($(date +%s) - began)) s)"; }
 status=0
+# Every Go build of the tests (test binaries, the fake k3s and rack binaries
+# the tests build, go vet) uses the flags the image and fake k3s builds use:
+# static and path-free. Same flags, same build cache entries: each package
+# compiles once instead of once per flag set.
+test_build_env=(CGO_ENABLED=0 GOFLAGS=-trimpath)
 # Background builds and tests must not outlive a run that stops early.
 pulumi_build=
 trap 'kill $(jobs -p) 2>/dev/null; [ -z "$pulumi_build" ] || kill -- -"$pulumi_build" 2>/dev/null' EXIT
@@ -40,8 +46,8 @@ renice -n 10 -g "$pulumi_build" >/dev/null 2>&1 || true
 # Kubernetes client libraries), compiled once, in one process, niced, while
 # the control plane builds: the two `go test` runs below would otherwise
 # compile the same packages side by side, twice (measured cold: both
-# compiled every SDK package at once). Flags as the tests' (see below).
-(CGO_ENABLED=0 GOFLAGS=-trimpath nice -n 10 go build ./... >"$cache/build-rack.log" 2>&1) &
+# compiled every SDK package at once).
+(env "${test_build_env[@]}" nice -n 10 go build ./... >"$cache/build-rack.log" 2>&1) &
 rack_build=$!
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -56,11 +62,7 @@ if [ "$(id -u)" -eq 0 ]; then
 	export RACK_IMAGES_DIR
 fi
 
-# Every Go build from here on (test binaries, the fake k3s and rack binaries
-# the tests build, go vet) with the flags the image and fake k3s builds use:
-# static and path-free. Same flags, same build cache entries: each package
-# compiles once instead of once per flag set.
-export CGO_ENABLED=0 GOFLAGS=-trimpath
+export "${test_build_env[@]}"
 
 # What needs pulumi: ./stacks, and these tests of ./cmd/rack (one pattern for
 # both phases, so every test runs exactly once).

@@ -315,7 +315,8 @@ func progress(opts Options) io.Writer {
 
 // check finds the pulumi CLI and, when asked, the kubernetes plugin.
 func check(ctx context.Context, opts Options, kubernetesPlugin bool) (*cliRunner, error) {
-	if _, err := exec.LookPath("pulumi"); err != nil {
+	path, err := exec.LookPath("pulumi")
+	if err != nil {
 		return nil, &MissingError{
 			What: "the pulumi CLI",
 			How: fmt.Sprintf("rack runs its stacks through it. Install v%[1]s with "+
@@ -323,7 +324,7 @@ func check(ctx context.Context, opts Options, kubernetesPlugin bool) (*cliRunner
 				"or build it from rack's source with scripts/build-pulumi.sh and put the folder it prints first on PATH", PulumiVersion),
 		}
 	}
-	cli, err := newCLIRunner()
+	cli, err := newCLIRunner(path)
 	if err != nil {
 		return nil, &MissingError{
 			What: "a usable pulumi CLI",

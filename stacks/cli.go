@@ -41,14 +41,11 @@ type cliRunner struct {
 
 var _ auto.PulumiCommand = (*cliRunner)(nil)
 
-// newCLIRunner finds pulumi on PATH and learns its version (from the cache
-// when the binary is the one last asked).
-func newCLIRunner() (*cliRunner, error) {
-	path, err := exec.LookPath("pulumi")
+// newCLIRunner runs the pulumi binary at path (as found on PATH) and learns
+// its version (from the cache when the binary is the one last asked).
+func newCLIRunner(path string) (*cliRunner, error) {
+	path, err := filepath.Abs(path)
 	if err != nil {
-		return nil, err
-	}
-	if path, err = filepath.Abs(path); err != nil {
 		return nil, err
 	}
 	v, err := cliVersion(path)

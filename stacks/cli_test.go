@@ -63,14 +63,13 @@ func TestCLIVersionCache(t *testing.T) {
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("PATH", filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := strings.TrimPrefix(strings.TrimSpace(string(out)), "v")
-	c, err := newCLIRunner()
+	c, err := newCLIRunner(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +103,7 @@ func TestCLIVersionCache(t *testing.T) {
 	if err := os.WriteFile(file, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := newCLIRunner(); err != nil || c.Version().String() != "3.999.0" {
+	if c, err := newCLIRunner(bin); err != nil || c.Version().String() != "3.999.0" {
 		t.Fatalf("with the cache holding v3.999.0 for an unchanged binary: %v, %v; want the cached answer", c, err)
 	}
 
@@ -113,7 +112,7 @@ func TestCLIVersionCache(t *testing.T) {
 	if err := os.Chtimes(bin, later, later); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := newCLIRunner(); err != nil || c.Version().String() != want {
+	if c, err := newCLIRunner(bin); err != nil || c.Version().String() != want {
 		t.Fatalf("after the binary changed: %v, %v; want v%s asked again", c, err, want)
 	}
 
@@ -121,7 +120,7 @@ func TestCLIVersionCache(t *testing.T) {
 	if err := os.WriteFile(file, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := newCLIRunner(); err != nil || c.Version().String() != want {
+	if c, err := newCLIRunner(bin); err != nil || c.Version().String() != want {
 		t.Fatalf("with a broken cache: %v, %v; want v%s", c, err, want)
 	}
 }

@@ -162,7 +162,7 @@ func readCheckpoint(backend, project, stack string) (d *apitype.DeploymentV3, ok
 	if !ok {
 		return nil, false, nil
 	}
-	base := filepath.Join(root, "stacks", project, stack+".json")
+	base := stackStatePath(root, project, stack)
 	data, err := os.ReadFile(base)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, gzErr := os.Stat(base + ".gz"); gzErr == nil {
@@ -212,13 +212,19 @@ func stateFile(backend, project, stack string) string {
 	if !ok {
 		return ""
 	}
-	for _, name := range []string{stack + ".json", stack + ".json.gz"} {
-		p := filepath.Join(root, "stacks", project, name)
+	base := stackStatePath(root, project, stack)
+	for _, p := range []string{base, base + ".gz"} {
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p
 		}
 	}
 	return ""
+}
+
+// stackStatePath is where a file backend's root keeps a stack's state
+// (pulumi adds .gz when it compresses it).
+func stackStatePath(root, project, stack string) string {
+	return filepath.Join(root, "stacks", project, stack+".json")
 }
 
 // plannedURNs runs the program against an in-memory engine and returns
