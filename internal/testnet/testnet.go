@@ -114,11 +114,46 @@ func Check(ctx context.Context, netns string) error {
 	return nil
 }
 
+// ProbeAddrs are one address at the top of each of CIDRs, port included,
+// for tests that prove a connection fails locally. The top, because the
+// controller manager hands out nodes' pod /24s from the bottom and a test
+// that runs real pods routes those /24s from the root namespace into the
+// test rack (more specific than the blackhole, and still on this machine):
+// a probe of 10.42.0.10 beside it once waited for an answer from the rack.
+var ProbeAddrs = func() []string {
+	var out []string
+	for _, cidr := range CIDRs {
+		_, n, err := net.ParseCIDR(cidr)
+		if err != nil {
+			panic(err)
+		}
+		ip := n.IP.To4()
+		last := make(net.IP, len(ip))
+		for i := range ip {
+			last[i] = ip[i] | ^n.Mask[i]
+		}
+		last[len(last)-1]--
+		out = append(out, net.JoinHostPort(last.String(), "443"))
+	}
+	return out
+}()
+
 // DialFailsLocally connects to addr (a Service or pod address) and returns
 // nil when the connection fails at once on this machine, as a blackhole route
 // makes it, and an error describing what happened otherwise (it connected, or
 // it waited for an answer from somewhere).
 func DialFailsLocally(addr string) error {
+	// Which route the kernel picks for it, before and after, for whoever
+	// reads a failure: routes in the root namespace are shared.
+	host, _, _ := net.SplitHostPort(addr)
+	routeOf := func() string {
+		route, err := ipOutput(context.Background(), "", "route", "get", host)
+		if err != nil {
+			return err.Error()
+		}
+		return strings.TrimSpace(route)
+	}
+	before := routeOf()
 	start := time.Now()
 	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
 	took := time.Since(start)
@@ -130,14 +165,8 @@ func DialFailsLocally(addr string) error {
 	if errors.As(err, &errno) && (errno == syscall.EINVAL || errno == syscall.ENETUNREACH || errno == syscall.EHOSTUNREACH) && took < time.Second {
 		return nil
 	}
-	// Which route the kernel picks for it now, for whoever reads the failure.
-	host, _, _ := net.SplitHostPort(addr)
-	route, rerr := ipOutput(context.Background(), "", "route", "get", host)
-	if rerr != nil {
-		route = rerr.Error()
-	}
-	return fmt.Errorf("dial %s failed after %v with %v: not the immediate local refusal of a blackhole route (ip route get %s: %s)",
-		addr, took.Round(time.Millisecond), err, host, strings.TrimSpace(route))
+	return fmt.Errorf("dial %s failed after %v with %v: not the immediate local refusal of a blackhole route (ip route get %s before: %s; after: %s)",
+		addr, took.Round(time.Millisecond), err, host, before, routeOf())
 }
 
 // sweep removes holders whose process is gone, then the root namespace's

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,7 +20,10 @@ func TestHoldRoutesBothNetworksToBlackhole(t *testing.T) {
 	if err := Check(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	for _, addr := range []string{"10.43.0.1:443", "10.42.0.10:80"} {
+	if want := []string{"10.42.255.254:443", "10.43.255.254:443"}; strings.Join(ProbeAddrs, " ") != strings.Join(want, " ") {
+		t.Fatalf("ProbeAddrs = %v, want %v", ProbeAddrs, want)
+	}
+	for _, addr := range ProbeAddrs {
 		if err := DialFailsLocally(addr); err != nil {
 			t.Error(err)
 		}
