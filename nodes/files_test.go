@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -287,5 +289,82 @@ func TestUploadSyncsBeforeRename(t *testing.T) {
 	rename := strings.Index(string(log), "posix-rename")
 	if fsync < 0 || rename < 0 || fsync > rename {
 		t.Fatalf("want an fsync before the rename in the sftp-server's log:\n%s", log)
+	}
+}
+
+// TestUploadRefusesWhatTheHostDidNotStore: the host hashes the upload chunk
+// by chunk while it arrives; when what it reads back differs from what was
+// sent (here a dd on the host that adds a byte to the second chunk), the
+// upload fails naming the bytes at fault, and neither the file nor a temp
+// file is left behind.
+func TestUploadRefusesWhatTheHostDidNotStore(t *testing.T) {
+	r := testrack.New(t, 1)
+	ctx := testCtx(t)
+	host := r.Hosts[0]
+	o, _, _ := testOptions(env{})
+	h := mustConnect(t, ctx, targetFor(r, host, testrack.RootUser), o)
+	const size = 20<<20 + 5 // chunks end at 10 MiB, 15 MiB, size
+	local, sum := randomFile(t, size)
+	const dst = "/var/lib/rancher/file"
+
+	// A clean upload first: three chunks, all verified.
+	if tr, err := h.UploadFile(ctx, local, dst, FileOptions{}); err != nil || tr.SHA256 != sum || remoteSum(t, host, dst) != sum {
+		t.Fatalf("clean upload: %+v %v", tr, err)
+	}
+	host.Exec(ctx, "rm -f "+dst)
+
+	// /usr/local/bin is the host's own and comes first in root's PATH.
+	if _, err := host.Exec(ctx, `printf '%s\n' '#!/bin/sh' 'case " $* " in *" skip=10 "*) { /bin/dd "$@"; printf x; }; exit;; esac' 'exec /bin/dd "$@"' >/usr/local/bin/dd && chmod 755 /usr/local/bin/dd`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.UploadFile(ctx, local, dst, FileOptions{})
+	want := fmt.Sprintf("sha256 mismatch after upload: bytes %d-%d on the host differ", 10<<20, 15<<20)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("want %q, got %v", want, err)
+	}
+	if ls := listDir(t, host, "/var/lib/rancher"); ls != "" {
+		t.Errorf("a refused upload left %q", ls)
+	}
+}
+
+func TestChunkEnds(t *testing.T) {
+	const M = 1 << 20
+	for _, tc := range []struct {
+		size int64
+		want []int64
+	}{
+		{0, nil},
+		{1, []int64{1}},
+		{8 * M, []int64{8 * M}},
+		{8*M + 1, []int64{4 * M, 8*M + 1}},
+		{20*M + 5, []int64{10 * M, 15 * M, 20*M + 5}},
+		{50 * M, []int64{25 * M, 37 * M, 43 * M, 50 * M}},
+		{100 * M, []int64{50 * M, 75 * M, 87 * M, 93 * M, 100 * M}},
+	} {
+		if got := chunkEnds(tc.size); !slices.Equal(got, tc.want) {
+			t.Errorf("chunkEnds(%d) = %v, want %v", tc.size, got, tc.want)
+		}
+	}
+}
+
+func TestVerifierCheck(t *testing.T) {
+	sums := []string{strings.Repeat("a", 64), strings.Repeat("b", 64)}
+	const size = 8<<20 + 10 // chunks end at 4 MiB and size
+	for _, tc := range []struct{ name, out, err string }{
+		{"both chunks and the size", "aaaa" + strings.Repeat("a", 60) + " *stdin\n" + strings.Repeat("b", 64) + "  -\nroot root 644 8388618\n", ""},
+		{"openssl's escaped name", `\` + strings.Repeat("a", 64) + " *stdin\n" + strings.Repeat("B", 64) + "  -\nroot root 644 8388618\n", ""},
+		{"second chunk differs", strings.Repeat("a", 64) + "\n" + strings.Repeat("c", 64) + "\nroot root 644 8388618\n", "bytes 4194304-8388618 on the host differ"},
+		{"longer on the host", strings.Repeat("a", 64) + "\n" + strings.Repeat("b", 64) + "\nroot root 644 8388619\n", "want 8388618 bytes"},
+		{"a chunk missing", strings.Repeat("a", 64) + "\nroot root 644 8388618\n", "unexpected output"},
+		{"nothing", "", "unexpected output"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := &verifier{path: "/x", done: make(chan struct{}), queue: make(chan string, 4), out: []byte(tc.out)}
+			close(v.done)
+			err := v.check(sums, size)
+			if (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+				t.Errorf("check: %v, want %q", err, tc.err)
+			}
+		})
 	}
 }

@@ -647,9 +647,41 @@ func (h *Host) ShapeLink(ctx context.Context, rate string) error {
 }
 
 // ShapeBridge limits what the root namespace (the operator's machine) sends
-// onto the rack's bridge to rate, such as "1gbit"; "" lifts the limit. It
-// affects every rack on the machine: for benchmarks only.
-func ShapeBridge(ctx context.Context, rate string) error { return shape(ctx, BridgeName, rate) }
+// onto the rack's bridge to rate in Mbit/s, as the operator's Ethernet port
+// would; 0 lifts the limit. It affects every rack on the machine: for
+// benchmarks only.
+//
+// The queue in front of that port is fair between the rack's hosts, as the
+// operator's would be: Linux sends through fq_codel by default (systemd's
+// net.core.default_qdisc), which takes turns between flows. This kernel has
+// no fq_codel (nor fq, sfq, drr), so an htb class per host, each borrowing
+// up to the whole rate, takes turns instead. Behind a plain FIFO a few
+// uploads would win the link and the rest would finish last, one 100 Mbit/s
+// port at a time.
+func (r *Rack) ShapeBridge(ctx context.Context, mbit int) error {
+	if err := shape(ctx, BridgeName, ""); err != nil || mbit == 0 {
+		return err
+	}
+	rate := func(m int) string { return strconv.Itoa(m) + "mbit" }
+	cmds := [][]string{
+		{"qdisc", "add", "dev", BridgeName, "root", "handle", "1:", "htb", "default", "ffff"},
+		{"class", "add", "dev", BridgeName, "parent", "1:", "classid", "1:1", "htb", "rate", rate(mbit), "burst", "256kb"},
+		{"class", "add", "dev", BridgeName, "parent", "1:1", "classid", "1:ffff", "htb", "rate", "1mbit", "ceil", rate(mbit)},
+	}
+	share := max(mbit/max(len(r.Hosts), 1), 1)
+	for i, h := range r.Hosts {
+		id := fmt.Sprintf("1:%x", i+2)
+		cmds = append(cmds,
+			[]string{"class", "add", "dev", BridgeName, "parent", "1:1", "classid", id, "htb", "rate", rate(share), "ceil", rate(mbit)},
+			[]string{"filter", "add", "dev", BridgeName, "parent", "1:", "protocol", "ip", "prio", "1", "u32", "match", "ip", "dst", h.Addr + "/32", "flowid", id})
+	}
+	for _, c := range cmds {
+		if err := run(ctx, "tc", c...); err != nil {
+			return errors.Join(err, shape(context.Background(), BridgeName, ""))
+		}
+	}
+	return nil
+}
 
 func shape(ctx context.Context, dev, rate string) error {
 	if rate == "" {
