@@ -3,6 +3,7 @@
 package argocd
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -80,42 +81,32 @@ func NewArgoCD(ctx *pulumi.Context, name string, args *ArgoCDArgs, opts ...pulum
 		return nil, err
 	}
 	parent := pulumi.Parent(a)
-	nsName := or(args.Namespace, DefaultNamespace)
-
-	// The namespace is kept when the addon is removed: deleting it would
-	// delete the apps' own Applications, which a finalizer may then hold
-	// forever once Argo CD itself is gone.
-	ns, err := chart.Namespace(ctx, name, nsName, false, parent, pulumi.RetainOnDelete(true))
-	if err != nil {
-		return nil, err
-	}
-	a.Namespace = ns.Metadata.Name().Elem()
-
-	// A Release rather than a v4 Chart: the redis password Secret comes from
-	// the chart's pre-install hook Job, which only Helm itself runs.
-	rel := &helmv3.ReleaseArgs{
-		Name:      pulumi.String("argocd"),
-		Namespace: a.Namespace,
-		Values:    chartValues(args.LoadBalancerIP),
-		Timeout:   pulumi.Int(900),
-	}
-	src := chart.Pinned{Name: "argo-cd", Repo: ChartRepo, Version: ChartVersion}
-	if err := src.Apply(rel, args.Chart); err != nil {
-		return nil, fmt.Errorf("argocd: %w", err)
-	}
-	a.Release, err = helmv3.NewRelease(ctx, name, rel, parent)
+	nsName := cmp.Or(args.Namespace, DefaultNamespace)
+	var err error
+	a.Namespace, a.Release, err = chart.Release{
+		// A Release rather than a v4 Chart: the redis password Secret comes
+		// from the chart's pre-install hook Job, which only Helm itself runs.
+		Name:  "argocd",
+		Chart: chart.Pinned{Name: "argo-cd", Repo: ChartRepo, Version: ChartVersion}, Source: args.Chart,
+		// The namespace is kept when the addon is removed: deleting it would
+		// delete the apps' own Applications, which a finalizer may then hold
+		// forever once Argo CD itself is gone.
+		Namespace: nsName, NamespaceOpts: []pulumi.ResourceOption{pulumi.RetainOnDelete(true)},
+		Values:  chartValues(args.LoadBalancerIP),
+		Timeout: 900,
+	}.Install(ctx, name, parent)
 	if err != nil {
 		return nil, err
 	}
 
 	// The Application CRD comes with the chart.
-	a.RootApp, err = apiextensions.NewCustomResource(ctx, name+"-"+or(args.RootApp, DefaultRootApp), &apiextensions.CustomResourceArgs{
+	a.RootApp, err = apiextensions.NewCustomResource(ctx, name+"-"+cmp.Or(args.RootApp, DefaultRootApp), &apiextensions.CustomResourceArgs{
 		ApiVersion: pulumi.String("argoproj.io/v1alpha1"),
 		Kind:       pulumi.String("Application"),
 		// No Finalizer: deleting the root app (removing the addon) leaves
 		// the apps it synced running.
 		Metadata: &metav1.ObjectMetaArgs{
-			Name:      pulumi.String(or(args.RootApp, DefaultRootApp)),
+			Name:      pulumi.String(cmp.Or(args.RootApp, DefaultRootApp)),
 			Namespace: a.Namespace,
 		},
 		OtherFields: kubernetes.UntypedArgs{"spec": rootAppSpec(args, nsName)},
@@ -213,11 +204,4 @@ func (a *ArgoCDArgs) validate() error {
 		return fmt.Errorf("argocd: %w", err)
 	}
 	return nil
-}
-
-func or(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

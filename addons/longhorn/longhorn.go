@@ -3,6 +3,7 @@
 package longhorn
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,18 +82,6 @@ func NewLonghorn(ctx *pulumi.Context, name string, args *LonghornArgs, opts ...p
 	// then stops managing it and leaves it running (the listing before the
 	// run says so, and how to uninstall it for real). Every child is kept.
 	parent := pulumi.Composite(pulumi.Parent(l), pulumi.RetainOnDelete(true))
-	nsName := args.Namespace
-	if nsName == "" {
-		nsName = DefaultNamespace
-	}
-
-	// The manager and instance managers are privileged (they mount host
-	// disks and run iSCSI).
-	ns, err := chart.Namespace(ctx, name, nsName, true, parent)
-	if err != nil {
-		return nil, err
-	}
-	l.Namespace = ns.Metadata.Name().Elem()
 
 	// Label the nodes before the chart: the manager reads the markers when it
 	// first sees a node, and only then creates its default disk.
@@ -115,19 +104,19 @@ func NewLonghorn(ctx *pulumi.Context, name string, args *LonghornArgs, opts ...p
 		marks = append(marks, p)
 	}
 
-	rel := &helmv3.ReleaseArgs{
-		Name:      pulumi.String("longhorn"),
-		Namespace: l.Namespace,
-		Values:    chartValues(args),
+	var err error
+	l.Namespace, l.Release, err = chart.Release{
+		Name:  "longhorn",
+		Chart: chart.Pinned{Name: "longhorn", Repo: ChartRepo, Version: ChartVersion}, Source: args.Chart,
+		// The manager and instance managers are privileged (they mount host
+		// disks and run iSCSI).
+		Namespace: cmp.Or(args.Namespace, DefaultNamespace), Privileged: true,
+		Values: chartValues(args),
 		// Image pulls on a Raspberry Pi are slow; the chart's hooks (pre-upgrade
 		// checks) must run, which is why this is a Release, not a Chart.
-		Timeout: pulumi.Int(900),
-	}
-	src := chart.Pinned{Name: "longhorn", Repo: ChartRepo, Version: ChartVersion}
-	if err := src.Apply(rel, args.Chart); err != nil {
-		return nil, fmt.Errorf("longhorn: %w", err)
-	}
-	l.Release, err = helmv3.NewRelease(ctx, name, rel, parent, pulumi.DependsOn(marks))
+		Timeout:     900,
+		ReleaseOpts: []pulumi.ResourceOption{pulumi.DependsOn(marks)},
+	}.Install(ctx, name, parent)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@
 package metallb
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 
@@ -98,32 +99,18 @@ func NewMetalLB(ctx *pulumi.Context, name string, args *MetalLBArgs, opts ...pul
 		return nil, err
 	}
 	parent := pulumi.Parent(m)
-	nsName := args.Namespace
-	if nsName == "" {
-		nsName = DefaultNamespace
-	}
-
-	// The speaker needs the host network and NET_RAW: the namespace must
-	// admit privileged pods whatever the cluster's default policy is.
-	ns, err := chart.Namespace(ctx, name, nsName, true, parent)
-	if err != nil {
-		return nil, err
-	}
-	m.Namespace = ns.Metadata.Name().Elem()
-
-	rel := &helmv3.ReleaseArgs{
-		Name:      pulumi.String("metallb"),
-		Namespace: m.Namespace,
-		Values:    chartValues(args.Pools),
+	var err error
+	m.Namespace, m.Release, err = chart.Release{
+		Name:  "metallb",
+		Chart: chart.Pinned{Name: "metallb", Repo: ChartRepo, Version: ChartVersion}, Source: args.Chart,
+		// The speaker needs the host network and NET_RAW: the namespace must
+		// admit privileged pods whatever the cluster's default policy is.
+		Namespace: cmp.Or(args.Namespace, DefaultNamespace), Privileged: true,
+		Values: chartValues(args.Pools),
 		// The pools below go through MetalLB's validating webhook: the
 		// release must be ready, not merely applied.
-		Timeout: pulumi.Int(600),
-	}
-	src := chart.Pinned{Name: "metallb", Repo: ChartRepo, Version: ChartVersion}
-	if err := src.Apply(rel, args.Chart); err != nil {
-		return nil, fmt.Errorf("metallb: %w", err)
-	}
-	m.Release, err = helmv3.NewRelease(ctx, name, rel, parent)
+		Timeout: 600,
+	}.Install(ctx, name, parent)
 	if err != nil {
 		return nil, err
 	}

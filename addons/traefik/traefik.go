@@ -7,6 +7,7 @@
 package traefik
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -77,30 +78,18 @@ func NewTraefik(ctx *pulumi.Context, name string, args *TraefikArgs, opts ...pul
 		return nil, err
 	}
 	parent := pulumi.Parent(t)
-	nsName := args.Namespace
-	if nsName == "" {
-		nsName = DefaultNamespace
-	}
-	// Traefik listens on unprivileged ports as a non-root user: the
-	// namespace keeps the cluster's default pod security.
-	ns, err := chart.Namespace(ctx, name, nsName, false, parent)
-	if err != nil {
-		return nil, err
-	}
-	t.Namespace = ns.Metadata.Name().Elem()
-
-	rel := &helmv3.ReleaseArgs{
-		Name:      pulumi.String("traefik"),
-		Namespace: t.Namespace,
+	var err error
+	t.Namespace, t.Release, err = chart.Release{
+		Name:  "traefik",
+		Chart: charts.Traefik, Source: args.Chart,
+		// Traefik listens on unprivileged ports as a non-root user: the
+		// namespace keeps the cluster's default pod security.
+		Namespace: cmp.Or(args.Namespace, DefaultNamespace),
 		Values:    ChartValues(args.LoadBalancerIP),
 		// Ready means Traefik's pods serve and MetalLB gave the Service
 		// its address.
-		Timeout: pulumi.Int(600),
-	}
-	if err := charts.Traefik.Apply(rel, args.Chart); err != nil {
-		return nil, fmt.Errorf("traefik: %w", err)
-	}
-	t.Release, err = helmv3.NewRelease(ctx, name, rel, parent)
+		Timeout: 600,
+	}.Install(ctx, name, parent)
 	if err != nil {
 		return nil, err
 	}
