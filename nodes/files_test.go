@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -50,12 +51,22 @@ func listDir(t *testing.T, h *testrack.Host, dir string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func TestUploadDownload(t *testing.T) {
+// oneHost starts a one-host rack and connects to it as user; the sudo
+// password user gets the rack's password.
+func oneHost(t *testing.T, user string) (context.Context, *testrack.Host, *Host, *testenv.Buffer) {
+	t.Helper()
 	r := testrack.New(t, 1)
 	ctx := testCtx(t)
-	host := r.Hosts[0]
-	o, _, _ := testOptions(env{})
-	h := mustConnect(t, ctx, targetFor(r, host, testrack.SudoUser), o)
+	e := env{}
+	if user == testrack.PasswordSudoUser {
+		e = env{EnvSudoPassword: r.SudoPassword}
+	}
+	o, logs, _ := testOptions(e)
+	return ctx, r.Hosts[0], mustConnect(t, ctx, targetFor(r, r.Hosts[0], user), o), logs
+}
+
+func TestUploadDownload(t *testing.T) {
+	ctx, host, h, _ := oneHost(t, testrack.SudoUser)
 	local, sum := randomFile(t, 8<<20+123)
 	const dst = "/usr/local/bin/k3s"
 
@@ -122,12 +133,8 @@ func TestUploadDownload(t *testing.T) {
 }
 
 func TestWriteSecretFile(t *testing.T) {
-	r := testrack.New(t, 1)
-	ctx := testCtx(t)
-	host := r.Hosts[0]
-	o, _, _ := testOptions(env{EnvSudoPassword: r.SudoPassword})
-	h := mustConnect(t, ctx, targetFor(r, host, testrack.PasswordSudoUser), o)
-	secret := "K10" + strings.Repeat("deadbeef", 8) + "::server:" + r.Hosts[0].Name
+	ctx, host, h, _ := oneHost(t, testrack.PasswordSudoUser)
+	secret := "K10" + strings.Repeat("deadbeef", 8) + "::server:" + host.Name
 	scan := scanArgv(secret)
 	var err error
 	for i := 0; i < 5 && err == nil; i++ {
@@ -165,11 +172,7 @@ func (s slowReaderAt) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestUploadSurvivesSSHDKill(t *testing.T) {
-	r := testrack.New(t, 1)
-	ctx := testCtx(t)
-	host := r.Hosts[0]
-	o, logs, _ := testOptions(env{})
-	h := mustConnect(t, ctx, targetFor(r, host, testrack.SudoUser), o)
+	ctx, host, h, logs := oneHost(t, testrack.SudoUser)
 	local, sum := randomFile(t, 16<<20)
 	src, err := OpenSource(local)
 	if err != nil {
@@ -243,11 +246,7 @@ func TestUploadSurvivesSSHDKill(t *testing.T) {
 }
 
 func TestUploadCancelRemovesTemp(t *testing.T) {
-	r := testrack.New(t, 1)
-	ctx := testCtx(t)
-	host := r.Hosts[0]
-	o, _, _ := testOptions(env{EnvSudoPassword: r.SudoPassword})
-	h := mustConnect(t, ctx, targetFor(r, host, testrack.PasswordSudoUser), o)
+	ctx, host, h, _ := oneHost(t, testrack.PasswordSudoUser)
 	local, _ := randomFile(t, 8<<20)
 	src, _ := OpenSource(local)
 	defer src.Close()
@@ -273,11 +272,7 @@ func TestUploadCancelRemovesTemp(t *testing.T) {
 // Pi's vfat boot partition never leaves the name pointing at nothing. The
 // test host's sftp-server logs each request it handles.
 func TestUploadSyncsBeforeRename(t *testing.T) {
-	r := testrack.New(t, 1)
-	ctx := testCtx(t)
-	host := r.Hosts[0]
-	o, _, _ := testOptions(env{})
-	h := mustConnect(t, ctx, targetFor(r, host, testrack.SudoUser), o)
+	ctx, host, h, _ := oneHost(t, testrack.SudoUser)
 	if _, err := h.Upload(ctx, BytesSource([]byte("console=tty1 cgroup_enable=memory\n")), "/tmp/cmdline.txt", FileOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -298,11 +293,7 @@ func TestUploadSyncsBeforeRename(t *testing.T) {
 // upload fails naming the bytes at fault, and neither the file nor a temp
 // file is left behind.
 func TestUploadRefusesWhatTheHostDidNotStore(t *testing.T) {
-	r := testrack.New(t, 1)
-	ctx := testCtx(t)
-	host := r.Hosts[0]
-	o, _, _ := testOptions(env{})
-	h := mustConnect(t, ctx, targetFor(r, host, testrack.RootUser), o)
+	ctx, host, h, _ := oneHost(t, testrack.RootUser)
 	const size = 20<<20 + 5 // chunks end at 10 MiB, 15 MiB, size
 	local, sum := randomFile(t, size)
 	const dst = "/var/lib/rancher/file"

@@ -140,16 +140,9 @@ func platformRun(inv *inventory.Inventory, opts Options) (*run, error) {
 	if inv == nil || inv.Cluster.Name == "" {
 		return nil, errors.New("stacks: the inventory names no cluster")
 	}
-	path := opts.Kubeconfig
-	if path == "" {
-		path = filepath.Join(inv.StateDir(), KubeconfigFile)
-	}
-	kubeconfig, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no kubeconfig at %s: the node phase of `rack up` fetches it from the first server; run it first", path)
-	}
+	kubeconfig, err := readKubeconfig(inv, opts)
 	if err != nil {
-		return nil, fmt.Errorf("read kubeconfig: %w", err)
+		return nil, err
 	}
 	return &run{
 		stateDir:        inv.StateDir(),

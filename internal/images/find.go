@@ -1,18 +1,13 @@
 package images
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
-	"time"
 
+	"github.com/homelab/rack/internal/flock"
 	"github.com/homelab/rack/internal/srcroot"
 )
 
@@ -57,63 +52,15 @@ func runBuild(ctx context.Context, root string, logf func(string, ...any)) (stri
 	if err := os.MkdirAll(filepath.Join(cache, "images"), 0o755); err != nil {
 		return "", err
 	}
-	unlock, err := lock(ctx, filepath.Join(cache, "images", "build.lock"))
+	l, err := flock.Acquire(ctx, filepath.Join(cache, "images", "build.lock"))
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
-	script := filepath.Join(root, "scripts", "build-images.sh")
-	if _, err := os.Stat(script); err != nil {
+	defer l.Unlock()
+	if _, err := os.Stat(filepath.Join(root, "scripts", "build-images.sh")); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	cmd := exec.CommandContext(ctx, script)
-	cmd.Dir = root
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		return "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	var last []string
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		logf("images: %s", sc.Text())
-		last = append(last, sc.Text())
-		if len(last) > 20 {
-			last = last[1:]
-		}
-	}
-	if err := cmd.Wait(); err != nil {
-		return "", fmt.Errorf("%s: %v: %s", script, err, strings.Join(last, "\n"))
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	return strings.TrimSpace(lines[len(lines)-1]), nil
-}
-
-func lock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for %s: %w", path, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return srcroot.RunScript(ctx, root, "scripts/build-images.sh", nil, logf, "images")
 }
 
 // repoRoot is rack's source tree, which must hold scripts/build-images.sh.

@@ -1,7 +1,6 @@
 package testcluster
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -121,36 +120,9 @@ func buildControlPlane(ctx context.Context, root string, logf func(string, ...an
 		return "", err
 	}
 	defer lock.Unlock()
-	script := filepath.Join(root, "scripts", "build-controlplane.sh")
-	cmd := exec.CommandContext(ctx, script, args...)
-	cmd.Dir = root
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
+	dir, err := srcroot.RunScript(ctx, root, "scripts/build-controlplane.sh", args, logf, "testcluster")
 	if err != nil {
-		return "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", fmt.Errorf("%w: %s: %v", errNoBinaries, script, err)
-	}
-	// The script prints "== building …" before the slow steps: pass them on
-	// so a test that seems stuck for minutes says why.
-	var last []string
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		logf("testcluster: %s", sc.Text())
-		last = append(last, sc.Text())
-		if len(last) > 20 {
-			last = last[1:]
-		}
-	}
-	if err := cmd.Wait(); err != nil {
-		return "", fmt.Errorf("%w: %s: %v: %s", errNoBinaries, script, err, strings.Join(last, "\n"))
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	dir := strings.TrimSpace(lines[len(lines)-1])
-	if dir == "" {
-		return "", fmt.Errorf("%w: %s printed no folder", errNoBinaries, script)
+		return "", fmt.Errorf("%w: %v", errNoBinaries, err)
 	}
 	return dir, nil
 }
