@@ -1,6 +1,10 @@
 package inventory
 
-import "path/filepath"
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
 
 // State is where rack keeps a cluster's local state: .rack/<cluster>/ beside
 // the inventory file. It is the one place these paths are spelled out. Back
@@ -33,3 +37,15 @@ func (s State) PulumiBackend() string { return filepath.Join(s.Dir, "state") }
 
 // PulumiWork holds Pulumi.yaml and Pulumi.<stack>.yaml (its salt).
 func (s State) PulumiWork() string { return filepath.Join(s.Dir, "pulumi") }
+
+// UserCache is <user cache folder>/rack/<name> (~/.cache/rack/<name>,
+// XDG_CACHE_HOME honoured): rack's machine-wide cache (k3s binaries, the
+// refreshed version catalog, the pulumi version per binary), shared by
+// every cluster. what names the cache in the error.
+func UserCache(name, what string) (string, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no cache folder for %s: %w (set XDG_CACHE_HOME)", what, err)
+	}
+	return filepath.Join(dir, "rack", name), nil
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/go/auto"
 
 	"github.com/homelab/rack/internal/atomicfile"
+	"github.com/homelab/rack/inventory"
 )
 
 // minPulumi is the oldest CLI rack accepts: the newest CLI feature the
@@ -116,11 +117,7 @@ func nonInteractive(args []string) []string {
 // cliVersionFile caches `pulumi version` per binary, under the user's cache
 // folder (~/.cache/rack/pulumi-version.json).
 func cliVersionFile() (string, error) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, "rack", "pulumi-version.json"), nil
+	return inventory.UserCache("pulumi-version.json", "the pulumi version")
 }
 
 type cliStamp struct {

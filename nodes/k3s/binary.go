@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/homelab/rack/internal/atomicfile"
+	"github.com/homelab/rack/inventory"
 )
 
 // DefaultReleaseURL is where k3s publishes its release assets.
@@ -43,11 +44,7 @@ type Artifact struct {
 
 // DefaultCacheDir is ~/.cache/rack/k3s (XDG_CACHE_HOME honoured).
 func DefaultCacheDir() (string, error) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("no cache folder for k3s binaries: %w (set XDG_CACHE_HOME)", err)
-	}
-	return filepath.Join(dir, "rack", "k3s"), nil
+	return inventory.UserCache("k3s", "k3s binaries")
 }
 
 // assetName is the release asset of the k3s binary for an arch.

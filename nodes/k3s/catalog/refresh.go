@@ -21,11 +21,7 @@ const ChannelServer = "https://update.k3s.io/v1-release/channels"
 
 // CachePath is where a refreshed catalog is kept: <user cache>/rack/catalog.yaml.
 func CachePath() (string, error) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("no cache folder for the version catalog: %w (set XDG_CACHE_HOME)", err)
-	}
-	return filepath.Join(dir, "rack", "catalog.yaml"), nil
+	return inventory.UserCache("catalog.yaml", "the version catalog")
 }
 
 // Origin says where a catalog came from, for people reading rack's output.
