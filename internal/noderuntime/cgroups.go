@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/procstat"
 )
 
 const cgroupMount = "/sys/fs/cgroup"
@@ -124,25 +126,13 @@ func killCgroup(root string) error {
 			defer os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0o644)
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for thawed := false; ; {
-		pids := cgroupPids(dirs, root)
-		if len(pids) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v in cgroup %s survive SIGKILL", pids, root)
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		// A frozen process only dies once thawed.
-		if freezer != "" && !thawed {
-			_ = os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0o644)
-			thawed = true
-		}
-		time.Sleep(20 * time.Millisecond)
+	// A frozen process only dies once thawed: thaw after the first round.
+	thaw := func() {}
+	if freezer != "" {
+		thaw = func() { _ = os.WriteFile(filepath.Join(freezer, "freezer.state"), []byte("THAWED"), 0o644) }
 	}
+	find := func() []int { return cgroupPids(dirs, root) }
+	return procstat.KillUntilGone(find, 15*time.Second, "processes in cgroup "+root+":", thaw)
 }
 
 // cgroupPids lists the processes anywhere below root, in any hierarchy.

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/homelab/rack/internal/child"
+	"github.com/homelab/rack/internal/procstat"
 )
 
 // Node is a running node: containerd, kubelet, kube-proxy and the route
@@ -308,42 +308,16 @@ func killShims(socket string) error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var pids []int
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if err != nil {
-				continue
-			}
-			args := strings.Split(string(b), "\x00")
-			if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
-				continue
+	find := func() []int {
+		return procstat.Pids(func(pid int, args []string) bool {
+			if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
+				return false
 			}
 			if ns, err := nsOf(pid, "net"); err != nil || ns != self {
-				continue
+				return false
 			}
-			for _, a := range args {
-				if a == socket {
-					pids = append(pids, pid)
-					break
-				}
-			}
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("containerd shims %v survive SIGKILL", pids)
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		time.Sleep(20 * time.Millisecond)
+			return slices.Contains(args, socket)
+		})
 	}
+	return procstat.KillUntilGone(find, 10*time.Second, "containerd shims", nil)
 }

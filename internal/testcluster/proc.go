@@ -1,15 +1,12 @@
 package testcluster
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/homelab/rack/internal/child"
@@ -122,33 +119,14 @@ func sweep(root string, logf func(string, ...any)) error {
 // killUsers SIGKILLs every process whose command line mentions prefix and
 // waits until they are gone.
 func killUsers(prefix string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var pids []int
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
+	find := func() []int {
+		return procstat.Pids(func(pid int, args []string) bool {
+			if !strings.Contains(strings.Join(args, "\x00"), prefix) {
+				return false
 			}
-			cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if err != nil || !bytes.Contains(cmdline, []byte(prefix)) {
-				continue
-			}
-			if _, err := procStart(pid); err != nil {
-				continue // zombie: its parent reaps it, nothing holds files
-			}
-			pids = append(pids, pid)
-		}
-		if len(pids) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v of %s survive SIGKILL", pids, prefix)
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		time.Sleep(20 * time.Millisecond)
+			_, err := procStart(pid)
+			return err == nil // a zombie's parent reaps it; nothing holds files
+		})
 	}
+	return procstat.KillUntilGone(find, 10*time.Second, "processes of "+prefix+":", nil)
 }

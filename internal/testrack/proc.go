@@ -103,20 +103,8 @@ func killNetns(name string) error {
 	if err != nil {
 		return err
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		pids := pidsInNS("net", id)
-		if len(pids) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("processes %v in netns %s survive SIGKILL", pids, name)
-		}
-		for _, pid := range pids {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	find := func() []int { return pidsInNS("net", id) }
+	return procstat.KillUntilGone(find, 10*time.Second, "processes in netns "+name+":", nil)
 }
 
 // freezeTree SIGSTOPs root and all its descendants and returns them. It
