@@ -89,12 +89,17 @@ func (r *Runner) app(name string) (inventory.App, error) {
 	return inventory.App{}, fmt.Errorf("no app %q in %s (%s)", name, r.Inventory.File, list)
 }
 
-// load returns the saved states, refusing states the inventory no longer
-// has an app for: a promote must not remove another app as a side effect.
-func (r *Runner) load(ctx context.Context, name string) (map[string]State, State, error) {
+// load finds the app and returns the saved states, refusing states the
+// inventory no longer has an app for: a promote must not remove another
+// app as a side effect.
+func (r *Runner) load(ctx context.Context, name string) (inventory.App, map[string]State, State, error) {
+	app, err := r.app(name)
+	if err != nil {
+		return app, nil, State{}, err
+	}
 	states, err := r.Store.Load(ctx)
 	if err != nil {
-		return nil, State{}, err
+		return app, nil, State{}, err
 	}
 	var gone []string
 	for n := range states {
@@ -104,13 +109,13 @@ func (r *Runner) load(ctx context.Context, name string) (map[string]State, State
 	}
 	if len(gone) > 0 {
 		sort.Strings(gone)
-		return nil, State{}, fmt.Errorf("app(s) %s left the inventory since the last rack up, which would remove them: run rack up first", strings.Join(gone, ", "))
+		return app, nil, State{}, fmt.Errorf("app(s) %s left the inventory since the last rack up, which would remove them: run rack up first", strings.Join(gone, ", "))
 	}
 	st, ok := states[name]
 	if !ok || st.Stable == "" {
-		return nil, State{}, fmt.Errorf("%s has no release yet: run rack up to deploy it", name)
+		return app, nil, State{}, fmt.Errorf("%s has no release yet: run rack up to deploy it", name)
 	}
-	return states, st, nil
+	return app, states, st, nil
 }
 
 // Status reports the app's release state and health.
@@ -140,11 +145,7 @@ func (r *Runner) Status(ctx context.Context, name string) (Status, error) {
 // auto, it walks every step, waiting interval between them, and rolls the
 // release back when a gate fails (a *GateError either way).
 func (r *Runner) Promote(ctx context.Context, name string, auto bool, interval time.Duration) (State, error) {
-	app, err := r.app(name)
-	if err != nil {
-		return State{}, err
-	}
-	states, st, err := r.load(ctx, name)
+	app, states, st, err := r.load(ctx, name)
 	if err != nil {
 		return State{}, err
 	}
@@ -205,11 +206,7 @@ func (r *Runner) Promote(ctx context.Context, name string, auto bool, interval t
 // while the candidate never became ready), that image is marked rolled
 // back and the stray candidate removed.
 func (r *Runner) Rollback(ctx context.Context, name string) (State, error) {
-	app, err := r.app(name)
-	if err != nil {
-		return State{}, err
-	}
-	states, st, err := r.load(ctx, name)
+	app, states, st, err := r.load(ctx, name)
 	if err != nil {
 		return State{}, err
 	}

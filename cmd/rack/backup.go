@@ -30,11 +30,7 @@ the moment of the copy and started again (the plan says so).
 older ones (never the newest). rack rebuild restores from these.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(*cobra.Command, []string) error {
-			inv, err := loadInventory(g)
-			if err != nil {
-				return err
-			}
-			o, err := nf.options(g, inv)
+			inv, o, err := nf.load(g)
 			if err != nil {
 				return err
 			}

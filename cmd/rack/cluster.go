@@ -53,6 +53,16 @@ func (f *nodeFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.catalog, "catalog", "", "read the k3s version catalog from FILE instead of rack's own (a minor such as v1.33 in the inventory means its newest release there)")
 }
 
+// load reads the inventory and the node options for it.
+func (f *nodeFlags) load(g *globals) (*inventory.Inventory, k3s.Options, error) {
+	inv, err := loadInventory(g)
+	if err != nil {
+		return nil, k3s.Options{}, err
+	}
+	o, err := f.options(g, inv)
+	return inv, o, err
+}
+
 func (f *nodeFlags) options(g *globals, inv *inventory.Inventory) (k3s.Options, error) {
 	if f.concurrency < 1 {
 		return k3s.Options{}, fmt.Errorf("--concurrency %d: must be at least 1", f.concurrency)
@@ -127,11 +137,7 @@ func newPlanCmd(g *globals) *cobra.Command {
 // planNodes is what plan and up share: load the inventory, gather every
 // node's facts, print the plan.
 func planNodes(ctx context.Context, g *globals, nf *nodeFlags) (*k3s.Plan, *inventory.Inventory, k3s.Options, error) {
-	inv, err := loadInventory(g)
-	if err != nil {
-		return nil, nil, k3s.Options{}, err
-	}
-	o, err := nf.options(g, inv)
+	inv, o, err := nf.load(g)
 	if err != nil {
 		return nil, nil, o, err
 	}

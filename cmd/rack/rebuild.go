@@ -45,11 +45,7 @@ stops there. A rebuild that was interrupted is finished by running it again.`,
 					return fail(err)
 				}
 			}
-			inv, err := loadInventory(g)
-			if err != nil {
-				return err
-			}
-			o, err := nf.options(g, inv)
+			inv, o, err := nf.load(g)
 			if err != nil {
 				return err
 			}

@@ -45,11 +45,7 @@ outside the support window at --at, a version missing from the catalog, and a
 cluster whose version skew is already illegal (naming the nodes).`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			at, err := cf.date()
-			if err != nil {
-				return err
-			}
-			c, _, err := cf.open(g)
+			at, c, _, err := cf.read(g)
 			if err != nil {
 				return err
 			}
@@ -152,11 +148,7 @@ to the new version: rack up does not change versions itself.`,
 			if concurrency < 1 {
 				return fmt.Errorf("--concurrency %d: must be at least 1", concurrency)
 			}
-			at, err := cf.date()
-			if err != nil {
-				return err
-			}
-			c, _, err := cf.open(g)
+			at, c, _, err := cf.read(g)
 			if err != nil {
 				return err
 			}

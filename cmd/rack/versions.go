@@ -36,16 +36,21 @@ func (f *catalogFlags) date() (catalog.Date, error) {
 	return d, nil
 }
 
-// open reads the catalog; a cache rack had to set aside is reported on stderr.
-func (f *catalogFlags) open(g *globals) (*catalog.Catalog, catalog.Origin, error) {
+// read returns --at (or today) and the catalog; a cache rack had to set
+// aside is reported on stderr.
+func (f *catalogFlags) read(g *globals) (catalog.Date, *catalog.Catalog, catalog.Origin, error) {
+	at, err := f.date()
+	if err != nil {
+		return at, nil, catalog.Origin{}, err
+	}
 	c, origin, err := catalog.Open(f.file)
 	if err != nil {
-		return nil, origin, fail(err)
+		return at, nil, origin, fail(err)
 	}
 	if origin.Warning != "" {
 		fmt.Fprintln(g.stderr, "rack: warning:", origin.Warning)
 	}
-	return c, origin, nil
+	return at, c, origin, nil
 }
 
 // versionsReport is `rack versions -o json`.
@@ -91,11 +96,7 @@ rack's cache (~/.cache/rack/catalog.yaml); without network it says so and
 keeps the cache as it was.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			at, err := cf.date()
-			if err != nil {
-				return err
-			}
-			c, origin, err := cf.open(g)
+			at, c, origin, err := cf.read(g)
 			if err != nil {
 				return err
 			}
