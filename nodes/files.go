@@ -65,7 +65,7 @@ type Source struct {
 
 	mu     sync.Mutex
 	sum    string   // hex sha256, "" until known
-	chunks []string // hex sha256 of each verifyChunk, nil until known
+	chunks []string // hex sha256 of each chunk (chunkEnds), nil until known
 }
 
 // OpenSource opens a local file for upload. Close it when done.
@@ -513,7 +513,7 @@ func (v *verifier) check(sums []string, size int64) error {
 	ends := chunkEnds(size)
 	for i, want := range sums {
 		got := strings.Fields(lines[i])
-		if len(got) == 0 || strings.ToLower(strings.TrimPrefix(got[0], `\`)) != want {
+		if len(got) == 0 || hexSum(got[0]) != want {
 			start := int64(0)
 			if i > 0 {
 				start = ends[i-1]
@@ -534,6 +534,10 @@ func (v *verifier) abort() {
 	<-v.done
 }
 
+// hexSum is a hash as sha256sum or openssl prints it (openssl escapes
+// names with a leading backslash), lower-cased.
+func hexSum(field string) string { return strings.ToLower(strings.TrimPrefix(field, `\`)) }
+
 func parseRemoteStat(out string) (remoteFile, error) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 2 {
@@ -548,7 +552,7 @@ func parseRemoteStat(out string) (remoteFile, error) {
 	if err != nil {
 		return remoteFile{}, fmt.Errorf("unexpected stat mode %q", st[2])
 	}
-	return remoteFile{sum: strings.ToLower(strings.TrimPrefix(sum[0], `\`)), owner: st[0], group: st[1], mode: os.FileMode(mode)}, nil
+	return remoteFile{sum: hexSum(sum[0]), owner: st[0], group: st[1], mode: os.FileMode(mode)}, nil
 }
 
 // fixAttrs corrects mode and owner on an unchanged file.
