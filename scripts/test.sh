@@ -8,7 +8,7 @@
 #   control plane -> test images -> the tests that need neither pulumi nor
 #   its kubernetes plugin (mostly waiting on test hosts and API servers);
 #   pulumi CLI -> kubernetes provider plugin (about 27 CPU-minutes cold) ->
-#   ./stacks and cmd/rack's pulumi tests.
+#   ./stacks and cmd/rack's pulumi tests, beside the first chain's tests.
 # The pulumi chain starts at once, niced, so it takes the CPU the first chain
 # leaves, and gets its full share once the tests start (they mostly wait).
 # gofmt runs first (a quick failure); go vet, staticcheck and the fuzzers run
@@ -69,6 +69,18 @@ export "${test_build_env[@]}"
 pulumi_tests='^(TestApp|TestGitOps|TestRender|TestTraffic)'
 early=$(go list ./... | grep -v -x -e github.com/homelab/rack/stacks -e github.com/homelab/rack/cmd/rack)
 gotest() { go test -count=1 -v -timeout 50m -parallel 3 "$@"; }
+# run NAME LOG ARGS... runs gotest ARGS in the background into LOG and says
+# when it ends; $! is its pid.
+run() {
+	local name=$1 out=$2
+	shift 2
+	{
+		gotest "$@" >"$out" 2>&1
+		rc=$?
+		stamp "$name done (exit $rc)"
+		exit $rc
+	} &
+}
 
 # The tests mostly wait: from now on the pulumi chain is the longest one,
 # and shares the CPU equally with the test builds (root may raise priority
@@ -77,11 +89,16 @@ renice -n 0 -g "$pulumi_build" >/dev/null 2>&1 || true
 # A failed build shows again, with its test, below.
 wait "$rack_build" || true
 stamp "go test, all but ./stacks and cmd/rack's $pulumi_tests (full log: $log)"
-gotest $early >"$cache/test-early.log" 2>&1 &
+# shellcheck disable=SC2086 # one argument per package
+run "the tests without pulumi" "$cache/test-early.log" $early
 early_run=$!
-gotest ./cmd/rack -skip "$pulumi_tests" >"$cache/test-cli.log" 2>&1 || status=1
-wait "$early_run" || status=1
+run "cmd/rack's tests without pulumi" "$cache/test-cli.log" ./cmd/rack -skip "$pulumi_tests"
+cli_run=$!
 
+# The tests that need pulumi start as soon as it is there, beside the others:
+# all of them mostly wait (on test hosts, API servers and pods), so running
+# them side by side takes about as long as the longest (the traffic tests),
+# not the sum.
 stamp "waiting for the pulumi CLI and its kubernetes plugin"
 if ! wait "$pulumi_build"; then
 	echo "building the pulumi CLI or its kubernetes plugin failed:"
@@ -92,10 +109,13 @@ stamp "pulumi CLI and kubernetes provider plugin built"
 stamp "go test ./stacks and cmd/rack's $pulumi_tests; go vet, staticcheck and the fuzzers beside them (log: $cache/lint.log)"
 nice -n 10 make -s vet fuzz >"$cache/lint.log" 2>&1 &
 lint_run=$!
-gotest ./stacks >"$cache/test-stacks.log" 2>&1 &
+run ./stacks "$cache/test-stacks.log" ./stacks
 stacks_run=$!
-gotest ./cmd/rack -run "$pulumi_tests" >"$cache/test-late.log" 2>&1 || status=1
-wait "$stacks_run" || status=1
+run "cmd/rack's $pulumi_tests" "$cache/test-late.log" ./cmd/rack -run "$pulumi_tests"
+late_run=$!
+for pid in "$early_run" "$cli_run" "$stacks_run" "$late_run"; do
+	wait "$pid" || status=1
+done
 cat "$cache/test-early.log" "$cache/test-cli.log" "$cache/test-stacks.log" "$cache/test-late.log" >"$log"
 stamp "tests done"
 if ! wait "$lint_run"; then
