@@ -7,7 +7,12 @@
 # output is cached under ${CACHE_DIR:-.cache}/images/<name>-<version>-<key>, the key
 # hashing the module files and the Go version, so reruns cost a hash.
 # Prints the folder of the image set (OCI tars + images.json) on its last line.
+#
+#   build-images.sh download
+# only downloads the modules the builds need (network-bound: make test runs it
+# while the control plane compiles; Traefik's alone take over a minute).
 set -euo pipefail
+mode=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache="${CACHE_DIR:-$root/.cache}/images"
 mkdir -p "$cache"
@@ -34,6 +39,10 @@ build() {
 	out="$cache/$name-$version-$k"
 	if [ -f "$out/.done" ]; then
 		touch "$out" # in use: pruning keeps it
+		return 0
+	fi
+	if [ "$mode" = download ]; then
+		(cd "$dir" && go list -deps "$@" >/dev/null)
 		return 0
 	fi
 	echo "== building $name $version ($*)" >&2
@@ -77,6 +86,7 @@ GONOSUMDB='github.com/nrdcg/*' build traefik "$v" "$(key "$t/go.mod" "$t/go.sum"
 	"-X github.com/traefik/traefik/v3/pkg/version.Version=$v -X github.com/traefik/traefik/v3/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
 	github.com/traefik/traefik/v3/cmd/traefik
 traefikdir=$out
+[ "$mode" = download ] && exit 0
 
 # The set: one OCI tar per image, keyed by the inputs above.
 set_key=$(echo "$rackdir $metallbdir $traefikdir" | sha256sum | cut -c1-12)

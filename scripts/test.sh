@@ -52,6 +52,8 @@ rack_build=$!
 
 if [ "$(id -u)" -eq 0 ]; then
 	export RACK_TEST_REQUIRE_ROOT=1
+	# The images' modules download while the control plane compiles.
+	(nice -n 10 scripts/build-images.sh download >"$cache/download-images.log" 2>&1 || true) &
 	stamp "test control plane (scripts/build-controlplane.sh)"
 	RACK_CONTROLPLANE_DIR=$(scripts/build-controlplane.sh | tail -n 1) || { echo "building the test control plane failed"; exit 1; }
 	export RACK_CONTROLPLANE_DIR
