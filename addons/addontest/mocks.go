@@ -105,9 +105,14 @@ func (m *Mocks) Find(typ, name string) (Resource, bool) {
 
 // OfType returns the resources of one type, in registration order.
 func (m *Mocks) OfType(typ string) []Resource {
+	return m.where(func(r Resource) bool { return r.Type == typ })
+}
+
+// where returns the resources keep keeps, in registration order.
+func (m *Mocks) where(keep func(Resource) bool) []Resource {
 	var out []Resource
 	for _, r := range m.Resources() {
-		if r.Type == typ {
+		if keep(r) {
 			out = append(out, r)
 		}
 	}
@@ -148,13 +153,7 @@ func urnKey(urn string) string {
 
 // Children returns the resources whose parent is the resource of key.
 func (m *Mocks) Children(key string) []Resource {
-	var out []Resource
-	for _, r := range m.Resources() {
-		if r.Parent == key {
-			out = append(out, r)
-		}
-	}
-	return out
+	return m.where(func(r Resource) bool { return r.Parent == key })
 }
 
 // Strings converts a recorded list input ([]any of strings) to []string.

@@ -70,19 +70,12 @@ type ArgoCD struct {
 
 // NewArgoCD installs Argo CD and the root Application.
 func NewArgoCD(ctx *pulumi.Context, name string, args *ArgoCDArgs, opts ...pulumi.ResourceOption) (*ArgoCD, error) {
-	if args == nil {
-		return nil, errors.New("argocd: args are required")
-	}
-	if err := args.validate(); err != nil {
-		return nil, err
-	}
 	a := &ArgoCD{}
-	if err := ctx.RegisterComponentResource("rack:addons:ArgoCD", name, a, opts...); err != nil {
+	parent, err := chart.Register(ctx, "rack:addons:ArgoCD", name, args, (*ArgoCDArgs).validate, a, opts...)
+	if err != nil {
 		return nil, err
 	}
-	parent := pulumi.Parent(a)
 	nsName := cmp.Or(args.Namespace, DefaultNamespace)
-	var err error
 	a.Namespace, a.Release, err = chart.Release{
 		// A Release rather than a v4 Chart: the redis password Secret comes
 		// from the chart's pre-install hook Job, which only Helm itself runs.

@@ -11,6 +11,8 @@ import (
 	storagev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/storage/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/homelab/rack/addons/internal/chart"
 )
 
 // DefaultStorageClass names the StorageClass when LocalPVArgs leave it empty.
@@ -48,20 +50,15 @@ type LocalPV struct {
 
 // NewLocalPV creates the StorageClass and one PersistentVolume per volume.
 func NewLocalPV(ctx *pulumi.Context, name string, args *LocalPVArgs, opts ...pulumi.ResourceOption) (*LocalPV, error) {
-	if args == nil {
-		return nil, errors.New("localpv: args are required")
-	}
-	if err := args.validate(); err != nil {
-		return nil, err
-	}
 	l := &LocalPV{}
-	if err := ctx.RegisterComponentResource("rack:addons:LocalPV", name, l, opts...); err != nil {
+	self, err := chart.Register(ctx, "rack:addons:LocalPV", name, args, (*LocalPVArgs).validate, l, opts...)
+	if err != nil {
 		return nil, err
 	}
 	// A volume or the addon taken out of the inventory leaves its
 	// PersistentVolume (and the class) in the cluster: a claim bound to it
 	// keeps its data. rack lists them as kept.
-	parent := pulumi.Composite(pulumi.Parent(l), pulumi.RetainOnDelete(true))
+	parent := pulumi.Composite(self, pulumi.RetainOnDelete(true))
 	className := args.StorageClass
 	if className == "" {
 		className = DefaultStorageClass

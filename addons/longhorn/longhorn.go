@@ -68,20 +68,15 @@ type Longhorn struct {
 
 // NewLonghorn installs Longhorn and marks the storage nodes' disks.
 func NewLonghorn(ctx *pulumi.Context, name string, args *LonghornArgs, opts ...pulumi.ResourceOption) (*Longhorn, error) {
-	if args == nil {
-		return nil, errors.New("longhorn: args are required")
-	}
-	if err := args.validate(); err != nil {
-		return nil, err
-	}
 	l := &Longhorn{}
-	if err := ctx.RegisterComponentResource("rack:addons:Longhorn", name, l, opts...); err != nil {
+	self, err := chart.Register(ctx, "rack:addons:Longhorn", name, args, (*LonghornArgs).validate, l, opts...)
+	if err != nil {
 		return nil, err
 	}
 	// Removing Longhorn from the inventory must not delete its volumes: rack
 	// then stops managing it and leaves it running (the listing before the
 	// run says so, and how to uninstall it for real). Every child is kept.
-	parent := pulumi.Composite(pulumi.Parent(l), pulumi.RetainOnDelete(true))
+	parent := pulumi.Composite(self, pulumi.RetainOnDelete(true))
 
 	// Label the nodes before the chart: the manager reads the markers when it
 	// first sees a node, and only then creates its default disk.
@@ -104,7 +99,6 @@ func NewLonghorn(ctx *pulumi.Context, name string, args *LonghornArgs, opts ...p
 		marks = append(marks, p)
 	}
 
-	var err error
 	l.Namespace, l.Release, err = chart.Release{
 		Name:  "longhorn",
 		Chart: chart.Pinned{Name: "longhorn", Repo: ChartRepo, Version: ChartVersion}, Source: args.Chart,

@@ -88,18 +88,11 @@ type MetalLB struct {
 
 // NewMetalLB installs MetalLB and its address pools.
 func NewMetalLB(ctx *pulumi.Context, name string, args *MetalLBArgs, opts ...pulumi.ResourceOption) (*MetalLB, error) {
-	if args == nil {
-		return nil, errors.New("metallb: args are required")
-	}
-	if err := args.validate(); err != nil {
-		return nil, err
-	}
 	m := &MetalLB{}
-	if err := ctx.RegisterComponentResource("rack:addons:MetalLB", name, m, opts...); err != nil {
+	parent, err := chart.Register(ctx, "rack:addons:MetalLB", name, args, (*MetalLBArgs).validate, m, opts...)
+	if err != nil {
 		return nil, err
 	}
-	parent := pulumi.Parent(m)
-	var err error
 	m.Namespace, m.Release, err = chart.Release{
 		Name:  "metallb",
 		Chart: chart.Pinned{Name: "metallb", Repo: ChartRepo, Version: ChartVersion}, Source: args.Chart,

@@ -8,7 +8,6 @@ package traefik
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net/netip"
 
@@ -65,20 +64,11 @@ type Traefik struct {
 
 // NewTraefik installs Traefik.
 func NewTraefik(ctx *pulumi.Context, name string, args *TraefikArgs, opts ...pulumi.ResourceOption) (*Traefik, error) {
-	if args == nil {
-		return nil, errors.New("traefik: args are required")
-	}
-	if args.LoadBalancerIP != "" {
-		if _, err := netip.ParseAddr(args.LoadBalancerIP); err != nil {
-			return nil, fmt.Errorf("traefik: loadBalancerIP %q is not an IP address", args.LoadBalancerIP)
-		}
-	}
 	t := &Traefik{}
-	if err := ctx.RegisterComponentResource("rack:addons:Traefik", name, t, opts...); err != nil {
+	parent, err := chart.Register(ctx, "rack:addons:Traefik", name, args, (*TraefikArgs).validate, t, opts...)
+	if err != nil {
 		return nil, err
 	}
-	parent := pulumi.Parent(t)
-	var err error
 	t.Namespace, t.Release, err = chart.Release{
 		Name:  "traefik",
 		Chart: charts.Traefik, Source: args.Chart,
@@ -151,4 +141,13 @@ func ChartValues(lbIP string) pulumi.Map {
 		// out most of that. A homelab's few routes reload in milliseconds.
 		"additionalArguments": pulumi.StringArray{pulumi.String("--providers.providersThrottleDuration=" + ProvidersThrottle)},
 	}
+}
+
+func (a *TraefikArgs) validate() error {
+	if a.LoadBalancerIP != "" {
+		if _, err := netip.ParseAddr(a.LoadBalancerIP); err != nil {
+			return fmt.Errorf("traefik: loadBalancerIP %q is not an IP address", a.LoadBalancerIP)
+		}
+	}
+	return nil
 }
