@@ -14,6 +14,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/homelab/rack/internal/sleep"
 )
 
 // Options tune connections. The zero value is ready to use.
@@ -283,7 +285,7 @@ func (h *Host) dial(ctx context.Context) (*connection, error) {
 		if attempts < h.opts.Attempts {
 			d := backoff(attempts, h.opts.BackoffBase, h.opts.BackoffMax)
 			h.log.Warn("connect failed, retrying", "addr", t.Addr(), "attempt", attempts, "in", d.Round(time.Millisecond), "err", shortNetError(err))
-			if SleepContext(ctx, d) != nil {
+			if sleep.For(ctx, d) != nil {
 				return nil, fmt.Errorf("%s: connect %s: %w", t.Name, t.Addr(), ctx.Err())
 			}
 		}

@@ -251,18 +251,6 @@ func backoff(attempt int, base, max time.Duration) time.Duration {
 	return d/2 + rand.N(d/2)
 }
 
-// SleepContext waits d or until ctx is done.
-func SleepContext(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // shortNetError turns "dial tcp 10.0.0.1:22: connect: connection refused"
 // into "connection refused": the address is already in the message.
 func shortNetError(err error) string {

@@ -22,6 +22,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/homelab/rack/internal/sleep"
 )
 
 // FileOptions describe a remote file.
@@ -219,22 +221,35 @@ func (h *Host) Upload(ctx context.Context, src *Source, remotePath string, o Fil
 		return tr, fmt.Errorf("%s: upload %q: the remote path must be absolute, without newlines", h.Target.Name, remotePath)
 	}
 	var leftover string // temp file of a failed attempt, removed on the next connection
+	if err := h.retry(ctx, "upload", remotePath, &tr, func() (int, error) {
+		return h.uploadOnce(ctx, src, remotePath, o, &tr, &leftover)
+	}); err != nil {
+		return tr, err
+	}
+	tr.SHA256, _ = src.SHA256()
+	return tr, nil
+}
+
+// retry runs one attempt of a transfer until one succeeds: after a
+// transient failure (a dropped link) it waits, reconnects and tries again,
+// h.opts.Attempts times in all. once returns the connection generation it
+// used, so that a reconnect replaces only that connection.
+func (h *Host) retry(ctx context.Context, op, remotePath string, tr *Transfer, once func() (gen int, err error)) error {
 	for {
 		tr.Attempts++
-		gen, err := h.uploadOnce(ctx, src, remotePath, o, &tr, &leftover)
+		gen, err := once()
 		if err == nil {
-			tr.SHA256, _ = src.SHA256()
-			return tr, nil
+			return nil
 		}
 		if ctx.Err() != nil || !IsTransient(err) || tr.Attempts >= h.opts.Attempts {
-			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
+			return h.transferError(op, remotePath, tr.Attempts, err)
 		}
-		h.log.Warn("upload interrupted, reconnecting", "path", remotePath, "attempt", tr.Attempts, "err", err)
-		if err := SleepContext(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
-			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
+		h.log.Warn(op+" interrupted, reconnecting", "path", remotePath, "attempt", tr.Attempts, "err", err)
+		if err := sleep.For(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
+			return h.transferError(op, remotePath, tr.Attempts, err)
 		}
 		if err := h.reconnect(ctx, gen); err != nil {
-			return tr, h.transferError("upload", remotePath, tr.Attempts, err)
+			return h.transferError(op, remotePath, tr.Attempts, err)
 		}
 	}
 }
@@ -582,23 +597,10 @@ func (h *Host) Download(ctx context.Context, remotePath, localPath string, o Fil
 		o.Mode = 0o600
 	}
 	tr := Transfer{Path: localPath}
-	for {
-		tr.Attempts++
-		gen, err := h.downloadOnce(ctx, remotePath, localPath, o, &tr)
-		if err == nil {
-			return tr, nil
-		}
-		if ctx.Err() != nil || !IsTransient(err) || tr.Attempts >= h.opts.Attempts {
-			return tr, h.transferError("download", remotePath, tr.Attempts, err)
-		}
-		h.log.Warn("download interrupted, reconnecting", "path", remotePath, "attempt", tr.Attempts, "err", err)
-		if err := SleepContext(ctx, backoff(tr.Attempts, h.opts.BackoffBase/4, h.opts.BackoffMax)); err != nil {
-			return tr, h.transferError("download", remotePath, tr.Attempts, err)
-		}
-		if err := h.reconnect(ctx, gen); err != nil {
-			return tr, h.transferError("download", remotePath, tr.Attempts, err)
-		}
-	}
+	err := h.retry(ctx, "download", remotePath, &tr, func() (int, error) {
+		return h.downloadOnce(ctx, remotePath, localPath, o, &tr)
+	})
+	return tr, err
 }
 
 func (h *Host) downloadOnce(ctx context.Context, remotePath, localPath string, o FileOptions, tr *Transfer) (int, error) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/homelab/rack/internal/sleep"
 )
 
 // bootIDCmd prints the kernel's boot id, new on every boot.
@@ -29,7 +31,7 @@ func (h *Host) Reboot(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
-		if err := SleepContext(ctx, 2*time.Second); err != nil {
+		if err := sleep.For(ctx, 2*time.Second); err != nil {
 			return err
 		}
 		out, err := h.Output(ctx, bootIDCmd, RunOptions{Quiet: true})

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/homelab/rack/apps"
+	"github.com/homelab/rack/internal/sleep"
 	"github.com/homelab/rack/inventory"
 )
 
@@ -262,7 +263,7 @@ func (g *Gate) checkPath(ctx context.Context, app inventory.App) (where, reason 
 		where = fmt.Sprintf("%s through the API server's proxy to Service %s/%s", path, g.ns(), preview)
 		var last error
 		for i := range checkAttempts {
-			if i > 0 && sleep(ctx, time.Second) != nil {
+			if i > 0 && sleep.For(ctx, time.Second) != nil {
 				break
 			}
 			_, last = g.Client.CoreV1().Services(g.ns()).ProxyGet("http", preview, strconv.Itoa(app.Port), path, nil).DoRaw(ctx)
@@ -282,7 +283,7 @@ func (g *Gate) get(ctx context.Context, url, host string, preview bool) (where, 
 	}
 	var last string
 	for i := range checkAttempts {
-		if i > 0 && sleep(ctx, time.Second) != nil {
+		if i > 0 && sleep.For(ctx, time.Second) != nil {
 			break
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -346,15 +347,4 @@ func (g *Gate) traefikSvc() string {
 		return TraefikService
 	}
 	return g.TraefikService
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

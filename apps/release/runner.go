@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/homelab/rack/apps"
+	"github.com/homelab/rack/internal/sleep"
 	"github.com/homelab/rack/inventory"
 )
 
@@ -70,7 +71,7 @@ func (r *Runner) sleep(ctx context.Context, d time.Duration) error {
 	if r.Sleep != nil {
 		return r.Sleep(ctx, d)
 	}
-	return sleep(ctx, d)
+	return sleep.For(ctx, d)
 }
 
 // app finds name in the inventory.

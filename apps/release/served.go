@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/homelab/rack/apps"
+	"github.com/homelab/rack/internal/sleep"
 	"github.com/homelab/rack/inventory"
 )
 
@@ -89,7 +90,7 @@ func poll(ctx context.Context, f func() string) string {
 		if reason == "" || ctx.Err() != nil {
 			return reason
 		}
-		if sleep(ctx, servedPoll) != nil {
+		if sleep.For(ctx, servedPoll) != nil {
 			return reason
 		}
 	}

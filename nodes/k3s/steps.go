@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/homelab/rack/internal/sleep"
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/kube"
@@ -233,7 +234,7 @@ func fetchKubeconfig() stepFunc {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("k3s did not write %s within %s: the server did not start; look at its log (journalctl -u k3s)", KubeconfigPath, timeout)
 			}
-			if err := nodes.SleepContext(ctx, time.Second); err != nil {
+			if err := sleep.For(ctx, time.Second); err != nil {
 				return err
 			}
 		}
