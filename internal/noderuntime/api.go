@@ -2,19 +2,10 @@ package noderuntime
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
-	"strings"
-)
 
-// apiClient reads Nodes over plain net/http: client-go would multiply the
-// size of the fake k3s binary this package is linked into.
-type apiClient struct {
-	base string
-	hc   *http.Client
-}
+	"github.com/homelab/rack/internal/jsonapi"
+)
 
 // node is the part of a Node this package reads.
 type node struct {
@@ -41,35 +32,14 @@ func (n *node) internalIP() string {
 	return ""
 }
 
-func (a *apiClient) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return json.Unmarshal(b, out)
-}
-
-func (a *apiClient) node(ctx context.Context, name string) (*node, error) {
+func getNode(ctx context.Context, api *jsonapi.Client, name string) (*node, error) {
 	var n node
-	return &n, a.get(ctx, "/api/v1/nodes/"+name, &n)
+	return &n, api.Do(ctx, http.MethodGet, "/api/v1/nodes/"+name, "", nil, &n)
 }
 
-func (a *apiClient) nodes(ctx context.Context) ([]node, error) {
+func listNodes(ctx context.Context, api *jsonapi.Client) ([]node, error) {
 	var l struct {
 		Items []node `json:"items"`
 	}
-	return l.Items, a.get(ctx, "/api/v1/nodes", &l)
+	return l.Items, api.Do(ctx, http.MethodGet, "/api/v1/nodes", "", nil, &l)
 }

@@ -1,23 +1,20 @@
 package noderuntime
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/homelab/rack/internal/jsonapi"
 )
 
 // Admin is a client identity allowed to create and approve
@@ -63,14 +60,14 @@ func RequestClientCert(ctx context.Context, admin Admin, cn string, orgs []strin
 		return nil, nil, err
 	}
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-	hc, err := adminClient(admin)
+	api, err := admin.client()
 	if err != nil {
 		return nil, nil, err
 	}
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
 	name := strings.NewReplacer(":", "-").Replace(cn) + "-" + hex.EncodeToString(suffix)
-	base := strings.TrimSuffix(admin.URL, "/") + "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+	base := "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 	usages := []string{"digital signature", "client auth"}
 	if signer == SignerKubelet {
 		usages = []string{"digital signature", "key encipherment", "client auth"}
@@ -84,24 +81,24 @@ func RequestClientCert(ctx context.Context, admin Admin, cn string, orgs []strin
 			"usages":     usages,
 		},
 	}
-	if err := call(ctx, hc, http.MethodPost, base, csr, &csr); err != nil {
+	if err := api.Do(ctx, http.MethodPost, base, "", csr, &csr); err != nil {
 		return nil, nil, fmt.Errorf("creating the CSR for %s: %w", cn, err)
 	}
-	defer func() { _ = call(context.Background(), hc, http.MethodDelete, base+"/"+name, nil, nil) }()
+	defer func() { _ = api.Do(context.Background(), http.MethodDelete, base+"/"+name, "", nil, nil) }()
 	// Approval is a condition on the status, written through /approval;
 	// controllers touch a new CSR, so re-read it on a conflict.
 	for attempt := 0; ; attempt++ {
 		csr["status"] = map[string]any{"conditions": []map[string]any{{
 			"type": "Approved", "status": "True", "reason": "RackNodeRuntime", "message": "approved by the test rack's node runtime",
 		}}}
-		err := call(ctx, hc, http.MethodPut, base+"/"+name+"/approval", csr, nil)
+		err := api.Do(ctx, http.MethodPut, base+"/"+name+"/approval", "", csr, nil)
 		if err == nil {
 			break
 		}
-		if !strings.Contains(err.Error(), "409 Conflict") || attempt == 10 {
+		if jsonapi.StatusOf(err) != http.StatusConflict || attempt == 10 {
 			return nil, nil, fmt.Errorf("approving the CSR for %s: %w", cn, err)
 		}
-		if err := call(ctx, hc, http.MethodGet, base+"/"+name, nil, &csr); err != nil {
+		if err := api.Do(ctx, http.MethodGet, base+"/"+name, "", nil, &csr); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -113,7 +110,7 @@ func RequestClientCert(ctx context.Context, admin Admin, cn string, orgs []strin
 				Certificate []byte `json:"certificate"`
 			} `json:"status"`
 		}
-		if err := call(ctx, hc, http.MethodGet, base+"/"+name, nil, &got); err == nil && len(got.Status.Certificate) > 0 {
+		if err := api.Do(ctx, http.MethodGet, base+"/"+name, "", nil, &got); err == nil && len(got.Status.Certificate) > 0 {
 			return got.Status.Certificate, keyPEM, nil
 		}
 		select {
@@ -124,46 +121,7 @@ func RequestClientCert(ctx context.Context, admin Admin, cn string, orgs []strin
 	}
 }
 
-func adminClient(a Admin) (*http.Client, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(a.CAPEM) {
-		return nil, errors.New("admin CAPEM holds no certificate")
-	}
-	cert, err := tls.X509KeyPair(a.CertPEM, a.KeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	return &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-	}}, nil
-}
-
-func call(ctx context.Context, hc *http.Client, method, url string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, strings.TrimSpace(string(b)))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+// client is a client of the API server with a's identity.
+func (a Admin) client() (*jsonapi.Client, error) {
+	return jsonapi.New(a.URL, a.CAPEM, a.CertPEM, a.KeyPEM)
 }

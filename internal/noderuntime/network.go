@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/homelab/rack/internal/jsonapi"
 )
 
 // routeProto tags the routes this package adds (pod CIDRs of other nodes,
@@ -147,11 +149,10 @@ type PodRoutes struct {
 // Run syncs every 2 s until ctx ends, then returns without removing the
 // routes (Flush does).
 func (p PodRoutes) Run(ctx context.Context) error {
-	hc, err := adminClient(p.Client)
+	api, err := p.Client.client()
 	if err != nil {
 		return err
 	}
-	api := &apiClient{base: strings.TrimSuffix(p.Client.URL, "/"), hc: hc}
 	if p.Logf == nil {
 		p.Logf = func(string, ...any) {}
 	}
@@ -179,8 +180,8 @@ func (p PodRoutes) Flush(ctx context.Context) error {
 	return err
 }
 
-func (p PodRoutes) syncOnce(ctx context.Context, api *apiClient) error {
-	nodes, err := api.nodes(ctx)
+func (p PodRoutes) syncOnce(ctx context.Context, api *jsonapi.Client) error {
+	nodes, err := listNodes(ctx, api)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/child"
+	"github.com/homelab/rack/internal/jsonapi"
 	"github.com/homelab/rack/internal/procstat"
 )
 
@@ -101,11 +102,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// kubelet read its own Node only (k3s's flannel has an identity of its
 	// own for the same reason).
 	reader := Admin{URL: c.APIServer, CAPEM: c.CAPEM, CertPEM: c.ProxyCertPEM, KeyPEM: c.ProxyKeyPEM}
-	hc, err := adminClient(reader)
+	api, err := reader.client()
 	if err != nil {
 		return n, err
 	}
-	api := &apiClient{base: strings.TrimSuffix(c.APIServer, "/"), hc: hc}
 	if n.PodCIDR, err = n.waitPodCIDR(ctx, api); err != nil {
 		return n, err
 	}
@@ -190,7 +190,7 @@ func (n *Node) waitContainerd(ctx context.Context) error {
 
 // waitPodCIDR waits until the kubelet has registered the Node and the
 // controller-manager has given it a pod CIDR.
-func (n *Node) waitPodCIDR(ctx context.Context, api *apiClient) (string, error) {
+func (n *Node) waitPodCIDR(ctx context.Context, api *jsonapi.Client) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	var last error
@@ -198,7 +198,7 @@ func (n *Node) waitPodCIDR(ctx context.Context, api *apiClient) (string, error) 
 		if err := n.Alive(); err != nil {
 			return "", err
 		}
-		nd, err := api.node(ctx, n.cfg.NodeName)
+		nd, err := getNode(ctx, api, n.cfg.NodeName)
 		if err == nil && nd.Spec.PodCIDR != "" {
 			return nd.Spec.PodCIDR, nil
 		}

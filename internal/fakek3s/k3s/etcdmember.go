@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/homelab/rack/internal/jsonapi"
 )
 
 // k3s' managed etcd controllers (k3s' pkg/etcd, metadata_controller.go and
@@ -41,7 +43,7 @@ const (
 )
 
 // etcdControllers runs the metadata and member controllers until ctx ends.
-func (s *server) etcdControllers(ctx context.Context, admin *apiClient, etcdctlBin string) {
+func (s *server) etcdControllers(ctx context.Context, admin *jsonapi.Client, etcdctlBin string) {
 	go func() {
 		last := ""
 		for {
@@ -65,16 +67,16 @@ func (s *server) etcdControllers(ctx context.Context, admin *apiClient, etcdctlB
 // syncNodes makes one pass over the Nodes. Updates carry the Node's
 // resourceVersion: a conflict with another server's controller is retried
 // on the next pass.
-func (s *server) syncNodes(ctx context.Context, admin *apiClient, etcdctlBin string) error {
+func (s *server) syncNodes(ctx context.Context, admin *jsonapi.Client, etcdctlBin string) error {
 	var list struct {
 		Items []map[string]any `json:"items"`
 	}
-	if err := admin.do(ctx, http.MethodGet, "/api/v1/nodes", "", nil, &list); err != nil {
+	if err := admin.Do(ctx, http.MethodGet, "/api/v1/nodes", "", nil, &list); err != nil {
 		return err
 	}
 	var errs []string
 	for _, n := range list.Items {
-		if err := s.syncNode(ctx, admin, etcdctlBin, n); err != nil && statusOf(err) != http.StatusConflict && statusOf(err) != http.StatusNotFound {
+		if err := s.syncNode(ctx, admin, etcdctlBin, n); err != nil && jsonapi.StatusOf(err) != http.StatusConflict && jsonapi.StatusOf(err) != http.StatusNotFound {
 			errs = append(errs, err.Error())
 		}
 	}
@@ -84,7 +86,7 @@ func (s *server) syncNodes(ctx context.Context, admin *apiClient, etcdctlBin str
 	return nil
 }
 
-func (s *server) syncNode(ctx context.Context, admin *apiClient, etcdctlBin string, n map[string]any) error {
+func (s *server) syncNode(ctx context.Context, admin *jsonapi.Client, etcdctlBin string, n map[string]any) error {
 	md := subMap(n, "metadata")
 	name, _ := md["name"].(string)
 	labels, annotations := subMap(md, "labels"), subMap(md, "annotations")
@@ -142,7 +144,7 @@ func (s *server) syncNode(ctx context.Context, admin *apiClient, etcdctlBin stri
 		return nil
 	}
 	n["apiVersion"], n["kind"] = "v1", "Node"
-	return admin.do(ctx, http.MethodPut, "/api/v1/nodes/"+name, "", n, nil)
+	return admin.Do(ctx, http.MethodPut, "/api/v1/nodes/"+name, "", n, nil)
 }
 
 // removePeer removes the started member of that name whose peer URL is on

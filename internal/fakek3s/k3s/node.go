@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
+	"github.com/homelab/rack/internal/jsonapi"
 )
 
 // The ConfigMap in which the first server records the cluster token's hash,
@@ -274,9 +275,9 @@ type configMap struct {
 
 const recordPath = "/api/v1/namespaces/" + clusterNamespace + "/configmaps/" + clusterRecord
 
-func getRecord(ctx context.Context, api *apiClient) (clusterData, error) {
+func getRecord(ctx context.Context, api *jsonapi.Client) (clusterData, error) {
 	var cm configMap
-	if err := api.do(ctx, http.MethodGet, recordPath, "", nil, &cm); err != nil {
+	if err := api.Do(ctx, http.MethodGet, recordPath, "", nil, &cm); err != nil {
 		return clusterData{}, err
 	}
 	return clusterData{TokenHash: cm.Data["tokenHash"], AgentTokenHash: cm.Data["agentTokenHash"]}, nil
@@ -285,7 +286,7 @@ func getRecord(ctx context.Context, api *apiClient) (clusterData, error) {
 // initCluster records the token on the first server, or checks it against
 // the record an earlier start left (k3s refuses to start on existing
 // bootstrap data encrypted with another token).
-func initCluster(ctx context.Context, api *apiClient, tok, agentTok token, log *logger) error {
+func initCluster(ctx context.Context, api *jsonapi.Client, tok, agentTok token, log *logger) error {
 	want := clusterData{TokenHash: sha256Hex([]byte(tok.secret))}
 	if agentTok.secret != "" {
 		want.AgentTokenHash = sha256Hex([]byte(agentTok.secret))
@@ -299,10 +300,10 @@ func initCluster(ctx context.Context, api *apiClient, tok, agentTok token, log *
 			}
 			if got.AgentTokenHash != want.AgentTokenHash {
 				patch := map[string]any{"data": map[string]any{"agentTokenHash": nilIfEmpty(want.AgentTokenHash)}}
-				return api.do(ctx, http.MethodPatch, recordPath, "application/merge-patch+json", patch, nil)
+				return api.Do(ctx, http.MethodPatch, recordPath, "application/merge-patch+json", patch, nil)
 			}
 			return nil
-		case statusOf(err) == http.StatusNotFound:
+		case jsonapi.StatusOf(err) == http.StatusNotFound:
 			data := map[string]string{"tokenHash": want.TokenHash}
 			if want.AgentTokenHash != "" {
 				data["agentTokenHash"] = want.AgentTokenHash
@@ -310,8 +311,8 @@ func initCluster(ctx context.Context, api *apiClient, tok, agentTok token, log *
 			cm := configMap{APIVersion: "v1", Kind: "ConfigMap",
 				Metadata: map[string]any{"name": clusterRecord, "namespace": clusterNamespace},
 				Data:     data}
-			err := api.do(ctx, http.MethodPost, "/api/v1/namespaces/"+clusterNamespace+"/configmaps", "", cm, nil)
-			if statusOf(err) == http.StatusConflict {
+			err := api.Do(ctx, http.MethodPost, "/api/v1/namespaces/"+clusterNamespace+"/configmaps", "", cm, nil)
+			if jsonapi.StatusOf(err) == http.StatusConflict {
 				return errors.New("cluster record created concurrently; checking it")
 			}
 			if err == nil {
@@ -346,7 +347,7 @@ func join(ctx context.Context, serverURL string, cp *cpfile.ControlPlane, isServ
 	err = retry(ctx, log, "validate the connection to "+serverURL, func() error {
 		// The equivalent of fetching /cacerts: an unauthenticated request
 		// whose TLS handshake proves the server is the cluster's.
-		err := api.do(ctx, http.MethodGet, "/version", "", nil, nil)
+		err := api.Do(ctx, http.MethodGet, "/version", "", nil, nil)
 		if isCertError(err) {
 			return fatal("Failed to validate connection to cluster at %s: %v", serverURL, err)
 		}
@@ -358,7 +359,7 @@ func join(ctx context.Context, serverURL string, cp *cpfile.ControlPlane, isServ
 	hash := sha256Hex([]byte(tok.secret))
 	return retry(ctx, log, "retrieve the cluster configuration from "+serverURL, func() error {
 		rec, err := getRecord(ctx, api)
-		if statusOf(err) == http.StatusNotFound {
+		if jsonapi.StatusOf(err) == http.StatusNotFound {
 			return errors.New("the cluster is not initialized yet")
 		}
 		if err != nil {

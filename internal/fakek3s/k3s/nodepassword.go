@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/homelab/rack/internal/fakek3s/cpfile"
+	"github.com/homelab/rack/internal/jsonapi"
 )
 
 // Node passwords, as k3s keeps them (k3s' pkg/nodepassword): every node has
@@ -77,21 +78,21 @@ func secretPath(node string) string {
 
 // ensureNodePassword creates the node's password Secret, or checks the
 // password against it.
-func ensureNodePassword(ctx context.Context, api *apiClient, node, pass string) error {
+func ensureNodePassword(ctx context.Context, api *jsonapi.Client, node, pass string) error {
 	var sec secretObject
-	err := api.do(ctx, http.MethodGet, secretPath(node), "", nil, &sec)
-	if statusOf(err) == http.StatusNotFound {
+	err := api.Do(ctx, http.MethodGet, secretPath(node), "", nil, &sec)
+	if jsonapi.StatusOf(err) == http.StatusNotFound {
 		yes := true
 		obj := secretObject{APIVersion: "v1", Kind: "Secret",
 			Metadata:  map[string]any{"name": nodePasswordSecret(node), "namespace": clusterNamespace},
 			Type:      nodePasswordType,
 			Immutable: &yes,
 			Data:      map[string][]byte{"hash": []byte(passwordHash(pass))}}
-		err = api.do(ctx, http.MethodPost, "/api/v1/namespaces/"+clusterNamespace+"/secrets", "", obj, nil)
-		if statusOf(err) != http.StatusConflict {
+		err = api.Do(ctx, http.MethodPost, "/api/v1/namespaces/"+clusterNamespace+"/secrets", "", obj, nil)
+		if jsonapi.StatusOf(err) != http.StatusConflict {
 			return err
 		}
-		err = api.do(ctx, http.MethodGet, secretPath(node), "", nil, &sec)
+		err = api.Do(ctx, http.MethodGet, secretPath(node), "", nil, &sec)
 	}
 	if err != nil {
 		return err
@@ -131,12 +132,12 @@ func checkNodePassword(ctx context.Context, cp *cpfile.ControlPlane, apiBase, da
 // serverNodePassword ensures a server's own Secret once its API server is
 // up; after a cluster reset it first deletes the restored one, then the
 // reset-flag.
-func serverNodePassword(ctx context.Context, api *apiClient, dataDir, node, pass string, log *logger) {
+func serverNodePassword(ctx context.Context, api *jsonapi.Client, dataDir, node, pass string, log *logger) {
 	flag := filepath.Join(dataDir, "server", "db", resetFlagName)
 	if _, err := os.Stat(flag); err == nil {
 		err := retry(ctx, log, "delete the node password secret after a cluster reset", func() error {
-			err := api.do(ctx, http.MethodDelete, secretPath(node), "", nil, nil)
-			if statusOf(err) == http.StatusNotFound {
+			err := api.Do(ctx, http.MethodDelete, secretPath(node), "", nil, nil)
+			if jsonapi.StatusOf(err) == http.StatusNotFound {
 				return nil
 			}
 			return err
@@ -162,12 +163,12 @@ func serverNodePassword(ctx context.Context, api *apiClient, dataDir, node, pass
 
 // ownNodePassword makes the node the owner of its password Secret once the
 // Node exists, so that deleting the Node deletes the Secret.
-func ownNodePassword(ctx context.Context, api *apiClient, node string, log *logger) {
+func ownNodePassword(ctx context.Context, api *jsonapi.Client, node string, log *logger) {
 	_ = retry(ctx, log, "own the node password secret of "+node, func() error {
 		var n struct {
 			Metadata struct{ UID string } `json:"metadata"`
 		}
-		if err := api.do(ctx, http.MethodGet, "/api/v1/nodes/"+node, "", nil, &n); err != nil {
+		if err := api.Do(ctx, http.MethodGet, "/api/v1/nodes/"+node, "", nil, &n); err != nil {
 			return err
 		}
 		var sec struct {
@@ -175,7 +176,7 @@ func ownNodePassword(ctx context.Context, api *apiClient, node string, log *logg
 				OwnerReferences []struct{ UID string } `json:"ownerReferences"`
 			} `json:"metadata"`
 		}
-		if err := api.do(ctx, http.MethodGet, secretPath(node), "", nil, &sec); err != nil {
+		if err := api.Do(ctx, http.MethodGet, secretPath(node), "", nil, &sec); err != nil {
 			return err
 		}
 		for _, r := range sec.Metadata.OwnerReferences {
@@ -185,6 +186,6 @@ func ownNodePassword(ctx context.Context, api *apiClient, node string, log *logg
 		}
 		patch := map[string]any{"metadata": map[string]any{"ownerReferences": []map[string]any{
 			{"apiVersion": "v1", "kind": "Node", "name": node, "uid": n.Metadata.UID}}}}
-		return api.do(ctx, http.MethodPatch, secretPath(node), "application/merge-patch+json", patch, nil)
+		return api.Do(ctx, http.MethodPatch, secretPath(node), "application/merge-patch+json", patch, nil)
 	})
 }

@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	kubeletapis "k8s.io/kubelet/pkg/apis"
+
+	"github.com/homelab/rack/internal/jsonapi"
 )
 
 // containerdVersion is what k3s v1.33 reports as its runtime.
@@ -216,33 +218,36 @@ func defaultIP() (string, error) {
 }
 
 func osImage() string {
-	f, err := os.Open("/etc/os-release")
-	if err != nil {
-		return "Linux"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "PRETTY_NAME="); ok {
-			return strings.Trim(v, `"'`)
-		}
+	if v, ok := lineValue("/etc/os-release", "PRETTY_NAME="); ok {
+		return strings.Trim(v, `"'`)
 	}
 	return "Linux"
 }
 
 func memTotal() string {
-	f, err := os.Open("/proc/meminfo")
+	if v, ok := lineValue("/proc/meminfo", "MemTotal:"); ok {
+		if f := strings.Fields(v); len(f) >= 1 {
+			return f[0] + "Ki"
+		}
+	}
+	return "1Gi"
+}
+
+// lineValue is what follows prefix on the first line of file that starts
+// with it.
+func lineValue(file, prefix string) (string, bool) {
+	f, err := os.Open(file)
 	if err != nil {
-		return "1Gi"
+		return "", false
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if f := strings.Fields(sc.Text()); len(f) >= 2 && f[0] == "MemTotal:" {
-			return f[1] + "Ki"
+		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			return v, true
 		}
 	}
-	return "1Gi"
+	return "", false
 }
 
 // registerNode does what a kubelet does when it starts: it creates its Node
@@ -250,14 +255,14 @@ func memTotal() string {
 // when the Node exists, brings only its default labels up to date — a
 // kubelet never applies changed node labels or taints to an existing Node,
 // and neither does k3s. Then it reports its status.
-func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
+func registerNode(ctx context.Context, api *jsonapi.Client, n *nodeSpec) error {
 	path := "/api/v1/nodes/" + n.name
 	for attempt := 0; ; attempt++ {
 		var obj map[string]any
-		err := api.do(ctx, http.MethodGet, path, "", nil, &obj)
+		err := api.Do(ctx, http.MethodGet, path, "", nil, &obj)
 		switch {
-		case statusOf(err) == http.StatusNotFound:
-			err = api.do(ctx, http.MethodPost, "/api/v1/nodes", "", newNodeObject(n), nil)
+		case jsonapi.StatusOf(err) == http.StatusNotFound:
+			err = api.Do(ctx, http.MethodPost, "/api/v1/nodes", "", newNodeObject(n), nil)
 		case err == nil:
 			labels := subMap(subMap(obj, "metadata"), "labels")
 			for k, v := range n.defaults {
@@ -267,9 +272,9 @@ func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
 			for k, v := range n.annotations {
 				annotations[k] = v
 			}
-			err = api.do(ctx, http.MethodPut, path, "", obj, nil)
+			err = api.Do(ctx, http.MethodPut, path, "", obj, nil)
 		}
-		if statusOf(err) == http.StatusConflict && attempt < 10 {
+		if jsonapi.StatusOf(err) == http.StatusConflict && attempt < 10 {
 			continue // someone (kwok, the node controller) updated it meanwhile
 		}
 		if err != nil {
@@ -281,7 +286,7 @@ func registerNode(ctx context.Context, api *apiClient, n *nodeSpec) error {
 }
 
 // patchStatus reports what the kubelet knows about its node.
-func patchStatus(ctx context.Context, api *apiClient, n *nodeSpec) error {
+func patchStatus(ctx context.Context, api *jsonapi.Client, n *nodeSpec) error {
 	status := map[string]any{"status": map[string]any{
 		"addresses":       n.addresses,
 		"nodeInfo":        n.nodeInfo,
@@ -289,12 +294,12 @@ func patchStatus(ctx context.Context, api *apiClient, n *nodeSpec) error {
 		"allocatable":     n.capacity,
 		"daemonEndpoints": map[string]any{"kubeletEndpoint": map[string]any{"Port": 10250}},
 	}}
-	return api.do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name+"/status", "application/merge-patch+json", status, nil)
+	return api.Do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name+"/status", "application/merge-patch+json", status, nil)
 }
 
 // reportStatus reports the node's status every 10 s until ctx ends, as a
 // kubelet's status loop does; errors wait for the next round.
-func reportStatus(ctx context.Context, api *apiClient, n *nodeSpec) {
+func reportStatus(ctx context.Context, api *jsonapi.Client, n *nodeSpec) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -307,12 +312,12 @@ func reportStatus(ctx context.Context, api *apiClient, n *nodeSpec) {
 
 // labelServer sets a server's node-role labels, which k3s' server side
 // (not the kubelet, which may not) puts on every server.
-func labelServer(ctx context.Context, admin *apiClient, n *nodeSpec) error {
+func labelServer(ctx context.Context, admin *jsonapi.Client, n *nodeSpec) error {
 	if len(n.roles) == 0 {
 		return nil
 	}
 	patch := map[string]any{"metadata": map[string]any{"labels": n.roles}}
-	return admin.do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name, "application/merge-patch+json", patch, nil)
+	return admin.Do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name, "application/merge-patch+json", patch, nil)
 }
 
 func newNodeObject(n *nodeSpec) map[string]any {

@@ -356,11 +356,12 @@ func (s *server) startControlPlane(ctx context.Context, st *settings, cp *cpfile
 // waitAPI waits until the local API server's /readyz answers ok, failing
 // early when a component exits.
 func (s *server) waitAPI(ctx context.Context, cp *cpfile.ControlPlane) error {
-	cfg, err := tlsConfig(cp, true)
+	api, err := newAPIClient("https://127.0.0.1:"+apiPort, cp)
 	if err != nil {
 		return err
 	}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+	hc := api.HTTP
+	hc.Timeout = 5 * time.Second
 	defer hc.CloseIdleConnections()
 	last := ""
 	for i := 0; ; i++ {

@@ -18,10 +18,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/child"
+	"github.com/homelab/rack/internal/procstat"
 )
 
 // Exit codes of systemctl (LSB).
@@ -349,19 +353,19 @@ func stopUnit(name string) error {
 	st := readState(name)
 	if running(st) {
 		_ = syscall.Kill(st.Supervisor, syscall.SIGTERM)
-		if waitGone(st.Supervisor, st.SupervisorStart, 2*maxStopTimeout+2*time.Second) {
+		if procstat.WaitGone(st.Supervisor, st.SupervisorStart, 2*maxStopTimeout+2*time.Second) {
 			return nil
 		}
 		_ = syscall.Kill(st.Supervisor, syscall.SIGKILL)
 	}
 	st = readState(name)
-	if st.MainPID != 0 && alive(st.MainPID, st.MainStart) {
+	if st.MainPID != 0 && procstat.Alive(st.MainPID, st.MainStart) {
 		_ = syscall.Kill(-st.MainPID, syscall.SIGTERM)
 		_ = syscall.Kill(st.MainPID, syscall.SIGTERM)
-		if !waitGone(st.MainPID, st.MainStart, maxStopTimeout) {
+		if !procstat.WaitGone(st.MainPID, st.MainStart, maxStopTimeout) {
 			_ = syscall.Kill(-st.MainPID, syscall.SIGKILL)
 			_ = syscall.Kill(st.MainPID, syscall.SIGKILL)
-			if !waitGone(st.MainPID, st.MainStart, maxStopTimeout) {
+			if !procstat.WaitGone(st.MainPID, st.MainStart, maxStopTimeout) {
 				return fmt.Errorf("main process %d survives SIGKILL", st.MainPID)
 			}
 		}
@@ -496,7 +500,7 @@ func cmdStatus(names []string, lines int, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "   Main PID: %d (%s)\n", st.MainPID, strings.TrimSpace(string(comm)))
 		}
 		if lines > 0 {
-			if log := tail(statePath(n, ".log"), lines); log != "" {
+			if log := child.Tail(statePath(n, ".log"), lines); log != "" {
 				fmt.Fprintf(stdout, "\n%s\n", log)
 			}
 		}
@@ -510,15 +514,6 @@ func cmdStatus(names []string, lines int, stdout, stderr io.Writer) int {
 func ago(t time.Time) string {
 	d := time.Since(t).Round(time.Second)
 	return d.String() + " ago"
-}
-
-func tail(path string, n int) string {
-	b, _ := os.ReadFile(path)
-	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(ls) > n {
-		ls = ls[len(ls)-n:]
-	}
-	return strings.Join(ls, "\n")
 }
 
 // cmdShow prints properties in systemctl show's KEY=VALUE form.
@@ -549,7 +544,7 @@ func cmdShow(names []string, o options, stdout io.Writer) int {
 			{"UnitFileState", enabled},
 		}
 		for _, p := range props {
-			if len(o.props) > 0 && !contains(o.props, p[0]) {
+			if len(o.props) > 0 && !slices.Contains(o.props, p[0]) {
 				continue
 			}
 			if o.value {
@@ -567,15 +562,6 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // journalctl prints unit logs: -u UNIT (repeatable), -n N, -f; other
@@ -618,7 +604,7 @@ func journalctl(args []string, stdout, stderr io.Writer) int {
 	for _, u := range units {
 		path := statePath(u, ".log")
 		if lines >= 0 {
-			if t := tail(path, lines); t != "" {
+			if t := child.Tail(path, lines); t != "" {
 				fmt.Fprintln(stdout, t)
 			}
 		} else if b, err := os.ReadFile(path); err == nil {

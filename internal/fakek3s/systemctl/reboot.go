@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/homelab/rack/internal/procstat"
 )
 
 // rebootFlag re-executes this binary as the detached half of a reboot.
@@ -142,9 +144,9 @@ func killSSHD(pidFile, config string, logf func(string, ...any)) {
 		}
 	}
 	_ = syscall.Kill(listener, syscall.SIGTERM)
-	if !waitGone(listener, start, maxStopTimeout) {
+	if !procstat.WaitGone(listener, start, maxStopTimeout) {
 		_ = syscall.Kill(listener, syscall.SIGKILL)
-		waitGone(listener, start, maxStopTimeout)
+		procstat.WaitGone(listener, start, maxStopTimeout)
 	}
 	logf("sshd (pid %d) stopped", listener)
 }

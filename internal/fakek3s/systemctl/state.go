@@ -69,7 +69,7 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 // supervisor is gone (killed with the host, or a reboot) is over.
 func current(unit string) state {
 	st := readState(unit)
-	if st.Supervisor != 0 && alive(st.Supervisor, st.SupervisorStart) {
+	if st.Supervisor != 0 && procstat.Alive(st.Supervisor, st.SupervisorStart) {
 		return st
 	}
 	if st.Active == "failed" {
@@ -81,7 +81,7 @@ func current(unit string) state {
 
 // running reports whether the unit has a live supervisor.
 func running(st state) bool {
-	return st.Supervisor != 0 && alive(st.Supervisor, st.SupervisorStart)
+	return st.Supervisor != 0 && procstat.Alive(st.Supervisor, st.SupervisorStart)
 }
 
 // counter files hold one decimal number.
@@ -115,28 +115,6 @@ func procParent(pid int) int {
 		return 0
 	}
 	return s.PPID
-}
-
-// alive reports whether pid runs and (start != 0) is the process that
-// started at start.
-func alive(pid int, start uint64) bool {
-	if pid <= 0 {
-		return false
-	}
-	s, err := procStart(pid)
-	return err == nil && (start == 0 || s == start)
-}
-
-// waitGone polls until the process is gone or d passes.
-func waitGone(pid int, start uint64, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for alive(pid, start) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return true
 }
 
 // unitLock serialises start, stop and friends on one unit across the
