@@ -30,7 +30,7 @@ func TestPidsAndKillUntilGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range cmds {
-		if alive(c.Process.Pid) {
+		if Alive(c.Process.Pid, 0) {
 			t.Errorf("pid %d still runs", c.Process.Pid)
 		}
 	}
@@ -42,7 +42,32 @@ func TestPidsAndKillUntilGone(t *testing.T) {
 	}
 }
 
-func alive(pid int) bool {
+func TestAliveAndWaitGone(t *testing.T) {
+	c := exec.Command("sleep", "100")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := c.Process.Pid
 	st, err := Read(pid)
-	return err == nil && !st.Zombie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Alive(pid, 0) || !Alive(pid, st.Start) {
+		t.Fatalf("a running sleep (pid %d) is not alive", pid)
+	}
+	if Alive(pid, st.Start+1) {
+		t.Errorf("pid %d with another start time counts as the same process", pid)
+	}
+	if WaitGone(pid, st.Start, 50*time.Millisecond) {
+		t.Errorf("WaitGone: a running sleep reported gone")
+	}
+	_ = c.Process.Kill()
+	// Not reaped yet: a zombie, which counts as gone.
+	if !WaitGone(pid, st.Start, 5*time.Second) {
+		t.Errorf("WaitGone: the killed sleep (a zombie until reaped) still counts as alive")
+	}
+	_ = c.Wait()
+	if Alive(pid, 0) {
+		t.Errorf("the reaped sleep is alive")
+	}
 }

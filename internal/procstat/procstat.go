@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Stat is the part of /proc/<pid>/stat the tests need.
@@ -45,4 +46,28 @@ func Read(pid int) (Stat, error) {
 		return Stat{}, fmt.Errorf("/proc/%d/stat: start time: %v", pid, err)
 	}
 	return Stat{State: f[0][0], PPID: ppid, Start: start}, nil
+}
+
+// Alive reports whether pid runs and is the process that started at start
+// (0: whichever process has that pid). A zombie counts as gone: it holds no
+// namespaces and no files, and only its parent can reap it.
+func Alive(pid int, start uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	s, err := Read(pid)
+	return err == nil && !s.Zombie() && (start == 0 || s.Start == start)
+}
+
+// WaitGone polls until pid is gone (see Alive) or d has passed; it reports
+// whether it is gone.
+func WaitGone(pid int, start uint64, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for Alive(pid, start) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }

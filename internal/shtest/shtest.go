@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -99,7 +100,7 @@ func CheckBuilders(t *testing.T, ctx context.Context, run Runner, builders []Bui
 		for i := 0; i+b.Arity <= len(vals) && (b.Arity > 0 || i == 0); i += step {
 			cmd := b.Build(vals[i : i+b.Arity])
 			for _, v := range vals[i : i+b.Arity] {
-				if !contains(cmd.Args, v) {
+				if !slices.Contains(cmd.Args, v) {
 					t.Errorf("%s: value %q is not among the arguments %q", b.Name, v, cmd.Args)
 				}
 			}
@@ -152,13 +153,4 @@ func fill(v string, n int) []string {
 		out[i] = fmt.Sprintf("%s%d", v, i)
 	}
 	return out
-}
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/homelab/rack/internal/procstat"
 	"github.com/homelab/rack/internal/testnet"
 
 	"golang.org/x/crypto/ssh"
@@ -463,14 +464,24 @@ func waitSSH(addr string, c *child) error {
 	}
 }
 
+// takeSSHD forgets the sshd listener and returns it, nil when there is
+// none left to stop. Callers hold h.mu.
+func (h *Host) takeSSHD() *child {
+	c := h.sshd
+	h.sshd = nil
+	if c == nil || c.exited() {
+		return nil
+	}
+	return c
+}
+
 // StopSSHD stops the sshd listener with SIGTERM, the way a service manager
 // does; established sessions keep running, as with Debian's ssh.service.
 func (h *Host) StopSSHD() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c := h.sshd
-	h.sshd = nil
-	if c == nil || c.exited() {
+	c := h.takeSSHD()
+	if c == nil {
 		return nil
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
@@ -489,9 +500,8 @@ func (h *Host) StopSSHD() error {
 func (h *Host) KillSSHD() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	c := h.sshd
-	h.sshd = nil
-	if c == nil || c.exited() {
+	c := h.takeSSHD()
+	if c == nil {
 		return nil
 	}
 	pids := freezeTree(c.pid())
@@ -506,7 +516,7 @@ func (h *Host) KillSSHD() error {
 		return fmt.Errorf("%s: sshd (pid %d) survives SIGKILL", h.Name, c.pid())
 	}
 	for _, pid := range pids {
-		if !waitGone(pid, starts[pid], stopTimeout) {
+		if !procstat.WaitGone(pid, starts[pid], stopTimeout) {
 			return fmt.Errorf("%s: session process %d survives SIGKILL", h.Name, pid)
 		}
 	}

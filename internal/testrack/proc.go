@@ -33,20 +33,6 @@ func readProc(pid int) (procInfo, error) {
 	return procInfo{ppid: s.PPID, state: s.State, start: s.Start}, nil
 }
 
-// alive reports whether pid runs and is the same process that had start time
-// start (0: any). Zombies count as dead: they hold no namespaces and their
-// owner, if it was a rack, can no longer clean up.
-func alive(pid int, start uint64) bool {
-	if pid <= 0 {
-		return false
-	}
-	p, err := readProc(pid)
-	if err != nil || p.state == 'Z' || p.state == 'X' {
-		return false
-	}
-	return start == 0 || p.start == start
-}
-
 func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	return strings.TrimSpace(string(b))
@@ -137,18 +123,6 @@ func freezeTree(root int) []int {
 		out = append(out, pid)
 	}
 	return out
-}
-
-// waitGone polls until pid has exited (or is a zombie someone else must reap).
-func waitGone(pid int, start uint64, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for alive(pid, start) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
 }
 
 // run runs a command and folds its output into the error, because a bare

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/flock"
+	"github.com/homelab/rack/internal/procstat"
 )
 
 // Machine-wide names. Every rack on the machine, from any process, shares
@@ -66,7 +67,7 @@ func (e *entry) stale(boot string) bool {
 	if e.Persistent {
 		return false
 	}
-	return !alive(e.OwnerPID, e.OwnerStart)
+	return !procstat.Alive(e.OwnerPID, e.OwnerStart)
 }
 
 func readEntry(name string) (*entry, error) {

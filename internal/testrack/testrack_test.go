@@ -22,6 +22,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/homelab/rack/internal/procstat"
 )
 
 const crashHelperEnv = "TESTRACK_CRASH_HELPER"
@@ -321,8 +323,8 @@ func TestKillStartSSHD(t *testing.T) {
 	if err := h.KillSSHD(); err != nil {
 		t.Fatal(err)
 	}
-	if h.SSHDPid() != 0 || alive(oldPid, 0) || alive(sleepPid, 0) {
-		t.Errorf("after KillSSHD: SSHDPid=%d, old listener alive=%v, session alive=%v", h.SSHDPid(), alive(oldPid, 0), alive(sleepPid, 0))
+	if h.SSHDPid() != 0 || procstat.Alive(oldPid, 0) || procstat.Alive(sleepPid, 0) {
+		t.Errorf("after KillSSHD: SSHDPid=%d, old listener alive=%v, session alive=%v", h.SSHDPid(), procstat.Alive(oldPid, 0), procstat.Alive(sleepPid, 0))
 	}
 	if err := session.Wait(); err == nil {
 		t.Error("ssh session survived KillSSHD")
@@ -357,7 +359,7 @@ func TestKillStartSSHD(t *testing.T) {
 	if err := h.StopSSHD(); err != nil {
 		t.Fatal(err)
 	}
-	if !alive(sleepPid, 0) {
+	if !procstat.Alive(sleepPid, 0) {
 		t.Error("StopSSHD ended an established session")
 	}
 	if err := h.RestartSSHD(); err != nil {
@@ -489,7 +491,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	// Orphans of killed processes stay zombies until init reaps them; they
 	// run nothing and hold no namespace, so they count as gone.
 	for _, p := range procs {
-		if !waitGone(p.pid, p.start, 5*time.Second) {
+		if !procstat.WaitGone(p.pid, p.start, 5*time.Second) {
 			t.Errorf("pid %d left", p.pid)
 		}
 	}
@@ -567,7 +569,7 @@ func TestStaleHostsOfDeadOwnerAreRemoved(t *testing.T) {
 			t.Errorf("netns %s survived without a registry entry", name)
 		}
 	}
-	if alive(crashed.Holder, 0) || alive(crashed.SSHD, 0) {
+	if procstat.Alive(crashed.Holder, 0) || procstat.Alive(crashed.SSHD, 0) {
 		t.Errorf("crashed host's holder %d or sshd %d still alive", crashed.Holder, crashed.SSHD)
 	}
 	select {
