@@ -126,18 +126,10 @@ func (v *validator) nodes() {
 	servers := 0
 	for i, n := range inv.Nodes {
 		p := fmt.Sprintf("nodes[%d]", i)
-		switch {
-		case n.Name == "":
-			v.errorf(p+".name", "is required: the node's name in the cluster, like pinemaster")
-		case len(validation.IsDNS1123Subdomain(n.Name)) > 0:
-			v.errorf(p+".name", "%q is not a valid Kubernetes node name: use lowercase letters, digits, '-' and '.'", n.Name)
-		default:
-			if prev, dup := names[n.Name]; dup {
-				v.errorf(p+".name", "duplicate node name %q (also %s): node names must be unique", n.Name, prev)
-			} else {
-				names[n.Name] = p
-			}
-		}
+		v.uniqueName(p+".name", n.Name, names, len(validation.IsDNS1123Subdomain(n.Name)) == 0,
+			"the node's name in the cluster, like pinemaster",
+			fmt.Sprintf("%q is not a valid Kubernetes node name: use lowercase letters, digits, '-' and '.'", n.Name),
+			"node names must be unique")
 		switch {
 		case n.Address == "":
 			v.errorf(p+".address", "is required: the IP address or host name rack reaches %s at over SSH", orNode(n.Name))
@@ -228,17 +220,10 @@ func (v *validator) metallb() {
 	poolNames := map[string]string{}
 	for i, pool := range m.Pools {
 		p := fmt.Sprintf("addons.metallb.pools[%d]", i)
-		switch {
-		case pool.Name == "":
-			v.errorf(p+".name", "is required: a name for the pool, like production")
-		case len(validation.IsDNS1123Subdomain(pool.Name)) > 0:
-			v.errorf(p+".name", "%q must be lowercase letters, digits, '-' and '.' (it names an IPAddressPool)", pool.Name)
-		default:
-			if prev, dup := poolNames[pool.Name]; dup {
-				v.errorf(p+".name", "duplicate pool name %q (also %s)", pool.Name, prev)
-			}
-			poolNames[pool.Name] = p
-		}
+		v.uniqueName(p+".name", pool.Name, poolNames, len(validation.IsDNS1123Subdomain(pool.Name)) == 0,
+			"a name for the pool, like production",
+			fmt.Sprintf("%q must be lowercase letters, digits, '-' and '.' (it names an IPAddressPool)", pool.Name),
+			"rename one")
 		if len(pool.Addresses) == 0 {
 			v.errorf(p+".addresses", "is required: ranges like 192.168.1.210-192.168.1.250 or CIDRs like 192.168.1.240/28")
 		}
@@ -461,4 +446,36 @@ func canonicalAddr(s string) string {
 		return a.Unmap().String()
 	}
 	return strings.ToLower(s)
+}
+
+// uniqueName checks a name that must be given (required says what it is),
+// well formed (valid; else invalid says why) and not used before: seen maps
+// each name to the list entry that used it first; advice says what to do
+// about a duplicate.
+func (v *validator) uniqueName(path, name string, seen map[string]string, valid bool, required, invalid, advice string) {
+	switch {
+	case name == "":
+		v.errorf(path, "is required: %s", required)
+	case !valid:
+		v.errorf(path, "%s", invalid)
+	default:
+		if prev, dup := seen[name]; dup {
+			v.errorf(path, "duplicate %s name %q (also %s): %s", kindOf(path), name, prev, advice)
+			return
+		}
+		seen[name] = strings.TrimSuffix(path, ".name")
+	}
+}
+
+// kindOf names what a path's list holds: nodes[1].name is a node,
+// addons.metallb.pools[0].name a pool, apps[2].name an app.
+func kindOf(path string) string {
+	list := strings.TrimSuffix(path, ".name")
+	if i := strings.LastIndexByte(list, '['); i >= 0 {
+		list = list[:i]
+	}
+	if i := strings.LastIndexByte(list, '.'); i >= 0 {
+		list = list[i+1:]
+	}
+	return strings.TrimSuffix(list, "s")
 }

@@ -48,17 +48,10 @@ func (v *validator) apps() {
 	names := map[string]string{}
 	for i, app := range inv.Apps {
 		p := fmt.Sprintf("apps[%d]", i)
-		switch {
-		case app.Name == "":
-			v.errorf(p+".name", "is required: the app's name, like frontendweb")
-		case len(validation.IsDNS1035Label(app.Name)) > 0 || len(app.Name) > MaxAppName:
-			v.errorf(p+".name", "%q must start with a lowercase letter, then lowercase letters, digits and '-', at most %d characters: it names the app's Deployments and Services, with suffixes up to -preview", app.Name, MaxAppName)
-		default:
-			if prev, dup := names[app.Name]; dup {
-				v.errorf(p+".name", "duplicate app name %q (also %s): rename one", app.Name, prev)
-			}
-			names[app.Name] = p
-		}
+		v.uniqueName(p+".name", app.Name, names, len(validation.IsDNS1035Label(app.Name)) == 0 && len(app.Name) <= MaxAppName,
+			"the app's name, like frontendweb",
+			fmt.Sprintf("%q must start with a lowercase letter, then lowercase letters, digits and '-', at most %d characters: it names the app's Deployments and Services, with suffixes up to -preview", app.Name, MaxAppName),
+			"rename one")
 		if app.Image == "" {
 			v.errorf(p+".image", "is required: the container image with its tag, like frontendweb:1.4.0")
 		} else if strings.ContainsAny(app.Image, " \t") {
