@@ -99,10 +99,7 @@ func Check(ctx context.Context, opts Options) error {
 // or deleted by hand is noticed; finishes what an interrupted run left
 // pending; and asks opts.Confirm before deleting anything.
 func Up(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, error) {
-	if err := CheckCharts(inv, progress(opts)); err != nil {
-		return Result{}, err
-	}
-	r, err := platformRun(inv, opts)
+	r, err := checkedPlatformRun(inv, opts)
 	if err != nil {
 		return Result{}, err
 	}
@@ -111,14 +108,20 @@ func Up(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, er
 
 // Preview shows what Up would change, changing nothing.
 func Preview(ctx context.Context, inv *inventory.Inventory, opts Options) (Result, error) {
-	if err := CheckCharts(inv, progress(opts)); err != nil {
-		return Result{}, err
-	}
-	r, err := platformRun(inv, opts)
+	r, err := checkedPlatformRun(inv, opts)
 	if err != nil {
 		return Result{}, err
 	}
 	return r.preview(ctx, opts)
+}
+
+// checkedPlatformRun is the platform stack's run once every chart it needs
+// is known to be there.
+func checkedPlatformRun(inv *inventory.Inventory, opts Options) (*run, error) {
+	if err := CheckCharts(inv, progress(opts)); err != nil {
+		return nil, err
+	}
+	return platformRun(inv, opts)
 }
 
 // run is one inline program bound to a stack in a state dir.

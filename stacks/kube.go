@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/homelab/rack/addons/argocd"
+	"github.com/homelab/rack/nodes/kube"
 )
 
 // kubeClients connects to the cluster the stacks deploy to, through the
@@ -25,15 +26,7 @@ func kubeClients(kubeconfig []byte) (kubernetes.Interface, dynamic.Interface, er
 	if err != nil {
 		return nil, nil, err
 	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cs, dyn, nil
+	return kube.NewClients(cfg)
 }
 
 func restConfig(kubeconfig []byte) (*rest.Config, error) {

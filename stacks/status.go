@@ -9,6 +9,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 
 	"github.com/homelab/rack/addons/argocd"
 	"github.com/homelab/rack/addons/charts"
@@ -120,11 +121,7 @@ func workloadPods(ctx context.Context, cs kubernetes.Interface, namespace string
 		return 0, 0, err
 	}
 	for _, d := range deps.Items {
-		if d.Spec.Replicas != nil {
-			wanted += *d.Spec.Replicas
-		} else {
-			wanted++
-		}
+		wanted += ptr.Deref(d.Spec.Replicas, 1) // unset means one
 		ready += d.Status.ReadyReplicas
 	}
 	sets, err := cs.AppsV1().StatefulSets(namespace).List(ctx, metav1.ListOptions{})
@@ -132,11 +129,7 @@ func workloadPods(ctx context.Context, cs kubernetes.Interface, namespace string
 		return 0, 0, err
 	}
 	for _, s := range sets.Items {
-		if s.Spec.Replicas != nil {
-			wanted += *s.Spec.Replicas
-		} else {
-			wanted++
-		}
+		wanted += ptr.Deref(s.Spec.Replicas, 1) // unset means one
 		ready += s.Status.ReadyReplicas
 	}
 	daemons, err := cs.AppsV1().DaemonSets(namespace).List(ctx, metav1.ListOptions{})

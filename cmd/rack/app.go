@@ -109,9 +109,8 @@ re-run of rack up starts from) and its health read from the cluster: the stable
 Deployment, and the candidate's when there is one, Available. Exits 1 when the
 app is not healthy.`,
 		Args: exactArgs(1, "the app's name"),
-		RunE: func(_ *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
 			r, err := appRunner(ctx, g, &f, false)
 			if err != nil {
 				return err
@@ -164,8 +163,7 @@ gate fails it rolls the release back by itself and exits 1 with the reason.`,
 			if interval < 0 {
 				return fmt.Errorf("--interval %v: must not be negative", interval)
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := cmd.Context()
 			r, err := appRunner(ctx, g, &f, true)
 			if err != nil {
 				return err
@@ -197,9 +195,8 @@ inventory still names it. When a rack up failed before the candidate became
 Available (nothing was recorded), rollback marks the inventory's image rolled
 back and removes what that run left of it.`,
 		Args: exactArgs(1, "the app's name"),
-		RunE: func(_ *cobra.Command, args []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
 			r, err := appRunner(ctx, g, &f, true)
 			if err != nil {
 				return err

@@ -29,13 +29,12 @@ the moment of the copy and started again (the plan says so).
 --keep N keeps the newest N backups of the cluster in the folder and removes
 older ones (never the newest). rack rebuild restores from these.`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(c *cobra.Command, _ []string) error {
 			inv, o, err := nf.load(g)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			plan, err := k3s.PlanBackup(ctx, inv, o, bo)
 			if err != nil {
 				return fail(err)

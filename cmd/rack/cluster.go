@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -106,20 +104,14 @@ func resolveMinor(g *globals, inv *inventory.Inventory, file string) error {
 	return nil
 }
 
-// signalContext is cancelled by Ctrl-C or SIGTERM, so work stops cleanly.
-func signalContext() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-}
-
 func newPlanCmd(g *globals) *cobra.Command {
 	var nf nodeFlags
 	cmd := &cobra.Command{
 		Use:   "plan",
 		Short: "Show what rack up would change on each node, and why; changes nothing",
 		Args:  exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := c.Context()
 			plan, _, _, err := planNodes(ctx, g, &nf)
 			if err != nil {
 				return err
@@ -191,12 +183,11 @@ Running it again on a converged rack changes nothing and uploads nothing.
 Before touching any node it checks that the pulumi CLI and the kubernetes plugin
 are installed (skipped with --nodes-only).`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(c *cobra.Command, _ []string) error {
 			if nodesOnly && preview {
 				return fmt.Errorf("--preview previews the platform stacks; it does not go with --nodes-only (use rack plan)")
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			so := stacks.Options{Backend: backend, Progress: g.stderr}
 			if !nodesOnly {
 				// Fail in seconds, before any node changes, when Pulumi cannot run.
@@ -312,13 +303,12 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show every node (role, arch, k3s version, Ready, cordoned) and every addon (chart, release status, ready pods)",
 		Args:  exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(c *cobra.Command, _ []string) error {
 			inv, err := loadInventory(g)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			st, err := readStatus(ctx, inv, kubeconfig)
 			if err != nil {
 				return fail(err)

@@ -49,15 +49,7 @@ func apiClient(inv *inventory.Inventory, kubeconfig string) (kubernetes.Interfac
 		return nil, nil, err
 	}
 	rc.QPS, rc.Burst = 50, 100
-	cs, err := kube.NewClient(rc)
-	if err != nil {
-		return nil, nil, err
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, err
-	}
-	return cs, dyn, nil
+	return kube.NewClients(rc)
 }
 
 // kubeconfigFlag is --kubeconfig of the commands that talk to the cluster.
@@ -116,13 +108,12 @@ with emptyDir volumes unless --delete-emptydir-data.
 When it times out, rack exits 1 and the node stays cordoned: run it again once
 the pods can move, or rack node uncordon NAME to give up.`,
 		Args: exactArgs(1, "the node's name"),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(c *cobra.Command, args []string) error {
 			cs, err := nodeClient(g, kubeconfig)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			rep, err := kube.Drain(ctx, cs, args[0], df.options(g))
 			if err != nil {
 				return fail(err)
@@ -145,13 +136,12 @@ func newNodeUncordonCmd(g *globals) *cobra.Command {
 		Use:   "uncordon NAME",
 		Short: "Make a node schedulable again",
 		Args:  exactArgs(1, "the node's name"),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(c *cobra.Command, args []string) error {
 			cs, err := nodeClient(g, kubeconfig)
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			if err := kube.Uncordon(ctx, cs, args[0]); err != nil {
 				return fail(err)
 			}
@@ -178,7 +168,7 @@ to the cluster, at the inventory's version, exactly as rack up would, touching n
 other node; it waits until the Node is Ready, then re-runs the platform stacks
 (so Longhorn disks and local volumes include it) unless --nodes-only.`,
 		Args: exactArgs(1, "the node's name (as the inventory lists it)"),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(c *cobra.Command, args []string) error {
 			name := args[0]
 			inv, err := loadInventory(g)
 			if err != nil {
@@ -187,8 +177,7 @@ other node; it waits until the Node is Ready, then re-runs the platform stacks
 			if _, ok := inv.Node(name); !ok {
 				return fail(fmt.Errorf("node %s is not in the inventory %s: add it under nodes: first (rack inventory validate checks it)", name, inv.File))
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			so := stacks.Options{Backend: backend, Progress: g.stderr}
 			if !nodesOnly {
 				if err := stacks.Check(ctx, so); err != nil {
@@ -263,7 +252,7 @@ while others remain, or a server whose removal leaves etcd without quorum,
 unless --force. --force also removes an unreachable node from the cluster
 without uninstalling it. Remove the node from the inventory afterwards.`,
 		Args: exactArgs(1, "the node's name (as the inventory lists it)"),
-		RunE: func(_ *cobra.Command, args []string) error {
+		RunE: func(c *cobra.Command, args []string) error {
 			name := args[0]
 			inv, err := loadInventory(g)
 			if err != nil {
@@ -282,8 +271,7 @@ without uninstalling it. Remove the node from the inventory afterwards.`,
 			if err != nil {
 				return fail(err)
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			u := k3s.NewUpgrader(inv, o, cs)
 			r, err := u.PlanRemoval(ctx, name, k3s.RemoveOptions{Force: df.force, Drain: df.options(g)})
 			if err != nil {

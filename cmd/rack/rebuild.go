@@ -36,9 +36,8 @@ whose sha256 matches its manifest; a corrupted one is refused before anything
 changes. The plan is printed first and confirmed (unless --yes); --dry-run
 stops there. A rebuild that was interrupted is finished by running it again.`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
-			ctx, cancel := signalContext()
-			defer cancel()
+		RunE: func(c *cobra.Command, _ []string) error {
+			ctx := c.Context()
 			so := stacks.Options{Backend: backend, Progress: g.stderr}
 			if !nodesOnly && !dryRun {
 				if err := stacks.Check(ctx, so); err != nil {

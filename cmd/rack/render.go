@@ -39,7 +39,7 @@ Files rack render wrote before that no longer belong are removed; other files
 are left alone. With --commit, the changes are committed when DIR is a git work
 tree.`,
 		Args: exactArgs(0, "no arguments"),
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(c *cobra.Command, _ []string) error {
 			if out == "" {
 				return fmt.Errorf("--out DIR is required: the GitOps work tree (the repository addons.argocd.repo names)")
 			}
@@ -47,8 +47,7 @@ tree.`,
 			if err != nil {
 				return err
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := c.Context()
 			// The saved states are read through the pulumi CLI; the
 			// kubernetes plugin is not needed.
 			opts := stacks.AppsOptions{Options: stacks.Options{Backend: backend}}

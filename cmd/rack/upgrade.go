@@ -55,8 +55,7 @@ cluster whose version skew is already illegal (naming the nodes).`,
 				if err != nil {
 					return err
 				}
-				ctx, cancel := signalContext()
-				defer cancel()
+				ctx := cmd.Context()
 				if req.Nodes, err = clusterNodes(ctx, inv); err != nil {
 					return fail(err)
 				}
@@ -169,8 +168,7 @@ to the new version: rack up does not change versions itself.`,
 			if g.verbose {
 				o.FanOut.Connect.Output = g.stderr
 			}
-			ctx, cancel := signalContext()
-			defer cancel()
+			ctx := cmd.Context()
 			e, err := upgrade.Prepare(ctx, inv, upgrade.Cluster{Client: cs, Dynamic: dyn}, upgrade.ApplyOptions{
 				Request: upgrade.Request{Catalog: c, To: to, At: at}, Force: force, Concurrency: concurrency,
 				Drain: df.options(g), K3s: o})

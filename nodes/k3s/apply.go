@@ -81,9 +81,12 @@ type Plan struct {
 }
 
 // Changes counts the nodes the plan touches.
-func (p *Plan) Changes() int {
+func (p *Plan) Changes() int { return countChanges(p.Nodes) }
+
+// countChanges counts the node plans that change something.
+func countChanges(plans []NodePlan) int {
 	n := 0
-	for _, np := range p.Nodes {
+	for _, np := range plans {
 		if np.Changes() {
 			n++
 		}

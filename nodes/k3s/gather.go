@@ -46,37 +46,13 @@ func BuildPlan(ctx context.Context, inv *inventory.Inventory, o Options) (*Plan,
 	}
 	registered := registeredNodes(ctx, inv)
 
-	var mu sync.Mutex
-	observed := map[string]Observed{}
-	fo := o.FanOut
-	fo.Serial, fo.StopOnError = false, false
-	results := nodes.FanOut(ctx, targets, fo, func(ctx context.Context, h *nodes.Host) error {
+	observed, results := eachNode(ctx, targets, o.FanOut, func(ctx context.Context, h *nodes.Host) (Observed, error) {
 		n, _ := inv.Node(h.Target.Name)
-		h.Step("gathering facts")
-		f, err := h.Gather(ctx)
-		if err != nil {
-			return err
-		}
-		h.Step("probing service")
-		dirs := localDirs(inv, n)
-		out, err := h.Output(ctx, probeCmd(ServiceName(n), envPathFor(n, f.Init), dirs), nodes.RunOptions{Privileged: true, Quiet: true})
-		if err != nil {
-			return err
-		}
-		obs := parseProbe(out, dirs)
-		obs.Facts = f
+		obs, err := observe(ctx, h, n, localDirs(inv, n))
 		obs.Node = registered[n.Name]
-		mu.Lock()
-		observed[n.Name] = obs
-		mu.Unlock()
-		return nil
+		return obs, err
 	})
-	errs := map[string]error{}
-	for _, r := range results {
-		if r.Err != nil {
-			errs[r.Node] = r.Err
-		}
-	}
+	errs := failures(results)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -157,6 +133,54 @@ func selectNodes(inv *inventory.Inventory, only []string) []inventory.Node {
 		}
 	}
 	return out
+}
+
+// observe gathers a node's facts and probes its k3s service (and dirs, the
+// local volume folders to check): what every plan of a node starts from.
+func observe(ctx context.Context, h *nodes.Host, n inventory.Node, dirs []string) (Observed, error) {
+	h.Step("gathering facts")
+	f, err := h.Gather(ctx)
+	if err != nil {
+		return Observed{}, err
+	}
+	h.Step("probing service")
+	out, err := h.Output(ctx, probeCmd(ServiceName(n), envPathFor(n, f.Init), dirs), nodes.RunOptions{Privileged: true, Quiet: true})
+	if err != nil {
+		return Observed{}, err
+	}
+	obs := parseProbe(out, dirs)
+	obs.Facts = f
+	return obs, nil
+}
+
+// eachNode runs f on every target at once, a failed node stopping no
+// other, and returns what each node gave with every node's result.
+func eachNode[T any](ctx context.Context, targets []nodes.Target, fo nodes.FanOutOptions, f func(context.Context, *nodes.Host) (T, error)) (map[string]T, []nodes.Result) {
+	var mu sync.Mutex
+	out := map[string]T{}
+	fo.Serial, fo.StopOnError = false, false
+	res := nodes.FanOut(ctx, targets, fo, func(ctx context.Context, h *nodes.Host) error {
+		v, err := f(ctx, h)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		out[h.Target.Name] = v
+		mu.Unlock()
+		return nil
+	})
+	return out, res
+}
+
+// failures maps each failed node to its error.
+func failures(res []nodes.Result) map[string]error {
+	errs := map[string]error{}
+	for _, r := range res {
+		if r.Err != nil {
+			errs[r.Node] = r.Err
+		}
+	}
+	return errs
 }
 
 // probeCmd reports, in one round trip, what the facts do not: whether the

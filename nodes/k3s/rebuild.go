@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/homelab/rack/internal/atomicfile"
+	"github.com/homelab/rack/internal/sleep"
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/kube"
@@ -440,41 +440,20 @@ func rebuildToken(inv *inventory.Inventory, b *Backup, obs map[string]rebuildObs
 // gatherForRebuild collects, in parallel, each node's facts, service state
 // and datastore.
 func gatherForRebuild(ctx context.Context, inv *inventory.Inventory, o Options, targets []nodes.Target) (map[string]rebuildObs, map[string]error) {
-	var mu sync.Mutex
-	out := map[string]rebuildObs{}
-	fo := o.FanOut
-	fo.Serial, fo.StopOnError = false, false
-	res := nodes.FanOut(ctx, targets, fo, func(ctx context.Context, h *nodes.Host) error {
+	out, res := eachNode(ctx, targets, o.FanOut, func(ctx context.Context, h *nodes.Host) (rebuildObs, error) {
 		n, _ := inv.Node(h.Target.Name)
-		h.Step("gathering facts")
-		f, err := h.Gather(ctx)
+		obs, err := observe(ctx, h, n, localDirs(inv, n))
 		if err != nil {
-			return err
+			return rebuildObs{}, err
 		}
-		h.Step("probing service and datastore")
-		dirs := localDirs(inv, n)
-		probe, err := h.Output(ctx, probeCmd(ServiceName(n), envPathFor(n, f.Init), dirs), nodes.RunOptions{Privileged: true, Quiet: true})
-		if err != nil {
-			return err
-		}
+		h.Step("probing the datastore")
 		raw, err := h.Output(ctx, datastoreProbe, nodes.RunOptions{Privileged: true, Quiet: true})
 		if err != nil {
-			return err
+			return rebuildObs{}, err
 		}
-		r := rebuildObs{obs: parseProbe(probe, dirs), ds: parseDatastore(raw)}
-		r.obs.Facts = f
-		mu.Lock()
-		out[n.Name] = r
-		mu.Unlock()
-		return nil
+		return rebuildObs{obs: obs, ds: parseDatastore(raw)}, nil
 	})
-	errs := map[string]error{}
-	for _, r := range res {
-		if r.Err != nil {
-			errs[r.Node] = r.Err
-		}
-	}
-	return out, errs
+	return out, failures(res)
 }
 
 // clusterNodes lists the Nodes through rack's kubeconfig; ok is false when
@@ -652,7 +631,7 @@ func deleteAndWait(ctx context.Context, timeout time.Duration, what string, del,
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s is still there %s after its deletion (a finalizer?): kubectl get it -o yaml shows what holds it", what, timeout)
 		}
-		if err := nodes.SleepContext(ctx, 300*time.Millisecond); err != nil {
+		if err := sleep.For(ctx, 300*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -941,15 +920,7 @@ func (rp *RebuildPlan) Run(ctx context.Context, o Options) (*Outcome, error) {
 }
 
 // Changes counts the nodes the rebuild touches.
-func (rp *RebuildPlan) Changes() int {
-	n := 0
-	for _, np := range rp.Nodes {
-		if np.Changes() {
-			n++
-		}
-	}
-	return n
-}
+func (rp *RebuildPlan) Changes() int { return countChanges(rp.Nodes) }
 
 // WriteText prints the plan: what kind of rebuild and why, the snapshot,
 // every node with its action, then the steps with their reasons.

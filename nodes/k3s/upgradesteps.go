@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/homelab/rack/internal/sleep"
 	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/kube"
@@ -84,28 +85,9 @@ func (u *Upgrader) Observe(ctx context.Context, names []string) (map[string]Obse
 		}
 		targets = append(targets, t)
 	}
-	var mu sync.Mutex
-	out := map[string]Observed{}
-	fo := u.opts.FanOut
-	fo.Serial, fo.StopOnError = false, false
-	res := nodes.FanOut(ctx, targets, fo, func(ctx context.Context, h *nodes.Host) error {
+	out, res := eachNode(ctx, targets, u.opts.FanOut, func(ctx context.Context, h *nodes.Host) (Observed, error) {
 		n, _ := u.inv.Node(h.Target.Name)
-		h.Step("gathering facts")
-		f, err := h.Gather(ctx)
-		if err != nil {
-			return err
-		}
-		h.Step("probing service")
-		raw, err := h.Output(ctx, probeCmd(ServiceName(n), envPathFor(n, f.Init), nil), nodes.RunOptions{Privileged: true, Quiet: true})
-		if err != nil {
-			return err
-		}
-		obs := parseProbe(raw, nil)
-		obs.Facts = f
-		mu.Lock()
-		out[n.Name] = obs
-		mu.Unlock()
-		return nil
+		return observe(ctx, h, n, nil)
 	})
 	if err := nodes.Errors(res); err != nil {
 		return out, err
@@ -630,7 +612,7 @@ func (u *Upgrader) deleteNode(ctx context.Context, name string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("node %s is still there %s after its deletion (a finalizer?): kubectl get node %s -o yaml shows what holds it", name, u.opts.readyTimeout(), name)
 		}
-		if err := nodes.SleepContext(ctx, 500*time.Millisecond); err != nil {
+		if err := sleep.For(ctx, 500*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -716,7 +698,7 @@ func (u *Upgrader) waitMemberGone(ctx context.Context, other string, n inventory
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s's etcd member was not removed within %s (%s): k3s removes it when the Node is deleted; look at the k3s log on %s (journalctl -u k3s), then run rack node remove %s again", n.Name, timeout, last, other, n.Name)
 		}
-		if err := nodes.SleepContext(ctx, time.Second); err != nil {
+		if err := sleep.For(ctx, time.Second); err != nil {
 			return err
 		}
 	}

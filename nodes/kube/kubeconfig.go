@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -93,6 +94,20 @@ func (k *Kubeconfig) Clientset() (kubernetes.Interface, error) {
 
 // NewClient is a clientset for a client configuration.
 func NewClient(rc *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(rc) }
+
+// NewClients are a clientset and a dynamic client (for custom resources)
+// for a client configuration.
+func NewClients(rc *rest.Config) (kubernetes.Interface, dynamic.Interface, error) {
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cs, dyn, nil
+}
 
 // Bytes is the kubeconfig serialized (credentials included).
 func (k *Kubeconfig) Bytes() ([]byte, error) { return clientcmd.Write(*k.config) }
