@@ -12,8 +12,6 @@ package testcluster
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +27,7 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/child"
+	"github.com/homelab/rack/internal/jsonapi"
 
 	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testpki"
@@ -472,17 +471,12 @@ func (c *Cluster) Clientset() *kubernetes.Clientset {
 // HTTPClient returns an http.Client that trusts the cluster CA and presents
 // the admin certificate.
 func (c *Cluster) HTTPClient() *http.Client {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.CAPEM)
-	cert, err := tls.X509KeyPair(c.AdminCertPEM, c.AdminKeyPEM)
-	tlsCfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	if err == nil {
-		tlsCfg.Certificates = []tls.Certificate{cert}
+	api, err := jsonapi.New(c.URL, c.CAPEM, c.AdminCertPEM, c.AdminKeyPEM)
+	if err != nil {
+		panic(fmt.Sprintf("testcluster: admin client: %v", err))
 	}
-	return &http.Client{
-		Timeout:   10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: tlsCfg},
-	}
+	api.HTTP.Timeout = 10 * time.Second
+	return api.HTTP
 }
 
 // WaitReady waits until /readyz answers ok, failing early when a component
