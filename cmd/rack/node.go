@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -57,18 +58,21 @@ func kubeconfigFlag(cmd *cobra.Command, kubeconfig *string) {
 	cmd.Flags().StringVar(kubeconfig, "kubeconfig", "", "kubeconfig holding a context named after the cluster (default: the one rack up keeps in .rack/<cluster>/)")
 }
 
-// nodeClient loads the inventory and connects to its cluster: the start
-// of the node commands that only talk to the API server.
-func nodeClient(g *globals, kubeconfig string) (kubernetes.Interface, error) {
-	inv, err := loadInventory(g)
-	if err != nil {
-		return nil, err
+// onNode is the RunE of the node commands that only talk to the API server:
+// it loads the inventory, connects to its cluster (through *kubeconfig, read
+// when the command runs) and acts on the node named by the one argument.
+func onNode(g *globals, kubeconfig *string, act func(ctx context.Context, cs kubernetes.Interface, name string) error) func(*cobra.Command, []string) error {
+	return func(c *cobra.Command, args []string) error {
+		inv, err := loadInventory(g)
+		if err != nil {
+			return err
+		}
+		cs, _, err := apiClient(inv, *kubeconfig)
+		if err != nil {
+			return fail(err)
+		}
+		return act(c.Context(), cs, args[0])
 	}
-	cs, _, err := apiClient(inv, kubeconfig)
-	if err != nil {
-		return nil, fail(err)
-	}
-	return cs, nil
 }
 
 // drainFlags are the flags of every command that drains a node.
@@ -108,13 +112,8 @@ with emptyDir volumes unless --delete-emptydir-data.
 When it times out, rack exits 1 and the node stays cordoned: run it again once
 the pods can move, or rack node uncordon NAME to give up.`,
 		Args: exactArgs(1, "the node's name"),
-		RunE: func(c *cobra.Command, args []string) error {
-			cs, err := nodeClient(g, kubeconfig)
-			if err != nil {
-				return err
-			}
-			ctx := c.Context()
-			rep, err := kube.Drain(ctx, cs, args[0], df.options(g))
+		RunE: onNode(g, &kubeconfig, func(ctx context.Context, cs kubernetes.Interface, name string) error {
+			rep, err := kube.Drain(ctx, cs, name, df.options(g))
 			if err != nil {
 				return fail(err)
 			}
@@ -123,7 +122,7 @@ the pods can move, or rack node uncordon NAME to give up.`,
 			}
 			fmt.Fprintf(g.stdout, "node %s drained: %d pod(s) evicted; rack node uncordon %s makes it schedulable again\n", rep.Node, len(rep.Evicted), rep.Node)
 			return nil
-		},
+		}),
 	}
 	df.register(cmd, "timeout", "also delete pods no controller manages (they are not recreated)")
 	kubeconfigFlag(cmd, &kubeconfig)
@@ -136,21 +135,16 @@ func newNodeUncordonCmd(g *globals) *cobra.Command {
 		Use:   "uncordon NAME",
 		Short: "Make a node schedulable again",
 		Args:  exactArgs(1, "the node's name"),
-		RunE: func(c *cobra.Command, args []string) error {
-			cs, err := nodeClient(g, kubeconfig)
-			if err != nil {
-				return err
-			}
-			ctx := c.Context()
-			if err := kube.Uncordon(ctx, cs, args[0]); err != nil {
+		RunE: onNode(g, &kubeconfig, func(ctx context.Context, cs kubernetes.Interface, name string) error {
+			if err := kube.Uncordon(ctx, cs, name); err != nil {
 				return fail(err)
 			}
 			if g.output == outputJSON {
-				return fail(writeJSON(g.stdout, map[string]any{"node": args[0], "cordoned": false}))
+				return fail(writeJSON(g.stdout, map[string]any{"node": name, "cordoned": false}))
 			}
-			fmt.Fprintf(g.stdout, "node %s uncordoned\n", args[0])
+			fmt.Fprintf(g.stdout, "node %s uncordoned\n", name)
 			return nil
-		},
+		}),
 	}
 	kubeconfigFlag(cmd, &kubeconfig)
 	return cmd

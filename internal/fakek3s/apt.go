@@ -82,12 +82,20 @@ done
 // AptStateDir holds the apt stand-in's package lists marker and dpkg lock.
 const AptStateDir = "/etc/rancher/.fake/apt"
 
-// HoldDpkgLockCmd is a shell command that takes the stand-in's dpkg lock for
-// secs seconds in the background, as unattended-upgrades does on a freshly
-// flashed Pi, recording pid as its holder.
-func HoldDpkgLockCmd(secs int) string {
-	return fmt.Sprintf(`mkdir -p %[1]s && (echo "$$ (unattended-upgr)" > %[1]s/lock-holder; exec flock %[1]s/lock-frontend sleep %[2]d) >/dev/null 2>&1 &
-for i in 1 2 3 4 5 6 7 8 9 10; do flock -n %[1]s/lock-frontend true 2>/dev/null || exit 0; sleep 0.1; done; echo "lock not taken" >&2; exit 1`, AptStateDir, secs)
+// HoldDpkgLockCmd is a shell command that takes the stand-in's dpkg lock in
+// the background, as unattended-upgrades does on a freshly flashed Pi,
+// recording its pid as the holder. The lock is held until
+// ReleaseDpkgLockCmd runs or maxSecs pass: a test releases it once it has
+// seen rack wait, so a slow machine cannot let the lock lapse before rack
+// gets there.
+func HoldDpkgLockCmd(maxSecs int) string {
+	return fmt.Sprintf(`mkdir -p %[1]s && rm -f %[1]s/release-lock && (echo "$$ (unattended-upgr)" > %[1]s/lock-holder; exec flock %[1]s/lock-frontend sh -c 'i=0; while [ ! -e %[1]s/release-lock ] && [ $i -lt %[2]d ]; do sleep 0.2; i=$((i+1)); done') >/dev/null 2>&1 &
+for i in 1 2 3 4 5 6 7 8 9 10; do flock -n %[1]s/lock-frontend true 2>/dev/null || exit 0; sleep 0.1; done; echo "lock not taken" >&2; exit 1`, AptStateDir, maxSecs*5)
+}
+
+// ReleaseDpkgLockCmd ends the hold HoldDpkgLockCmd took.
+func ReleaseDpkgLockCmd() string {
+	return fmt.Sprintf("touch %s/release-lock", AptStateDir)
 }
 
 // InstallAptGet puts the apt-get stand-in on a test host.

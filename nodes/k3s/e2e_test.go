@@ -423,7 +423,7 @@ func TestPackagesOnAFreshPi(t *testing.T) {
 	}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if out, err := lab.Host("storage").Exec(ctx, fakek3s.HoldDpkgLockCmd(25)); err != nil {
+	if out, err := lab.Host("storage").Exec(ctx, fakek3s.HoldDpkgLockCmd(240)); err != nil {
 		t.Fatalf("holding the dpkg lock: %v %s", err, out)
 	}
 	inv, ps, err := inventory.Load(lab.Inventory)
@@ -438,8 +438,27 @@ func TestPackagesOnAFreshPi(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// unattended-upgrades finishes a few seconds after rack starts waiting
+	// (not after a fixed time: the server's install before it takes longer
+	// on a busy machine).
+	released := make(chan error, 1)
+	go func() {
+		for !strings.Contains(shown.String(), "Waiting for cache lock") {
+			if ctx.Err() != nil {
+				released <- ctx.Err()
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		time.Sleep(2 * time.Second)
+		_, err := lab.Host("storage").Exec(ctx, fakek3s.ReleaseDpkgLockCmd())
+		released <- err
+	}()
 	if _, err := k3s.Apply(ctx, plan, o); err != nil {
 		t.Fatalf("rack up: %v\n%s", err, shown.String())
+	}
+	if err := <-released; err != nil {
+		t.Errorf("releasing the dpkg lock: %v", err)
 	}
 	out := shown.String()
 	for _, want := range []string{"Waiting for cache lock", "held by process", "Setting up open-iscsi"} {
