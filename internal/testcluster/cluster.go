@@ -1,5 +1,5 @@
 // Package testcluster starts a real Kubernetes control plane for tests
-// and for `make demo`: etcd, kube-apiserver, kube-controller-manager,
+// and for `make demo`: kine (SQLite), kube-apiserver, kube-controller-manager,
 // kube-scheduler and kwok, which keeps every Node Ready and runs the pods
 // scheduled to them (as far as their status goes). There are no kubelets:
 // fake k3s binaries on test hosts (internal/fakek3s) register the Nodes.
@@ -101,7 +101,7 @@ type Cluster struct {
 	AdminCertPEM, AdminKeyPEM []byte
 	// AdminKubeconfig is the path of a kubeconfig with those credentials.
 	AdminKubeconfig string
-	// EtcdURL is etcd's client URL (plain http on loopback).
+	// EtcdURL is the datastore's etcd-protocol URL (kine; plain http on loopback).
 	EtcdURL string
 	// Dir holds the cluster's data, certificates and component logs; Close
 	// removes it.
@@ -222,11 +222,11 @@ func start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if c.unroute, err = testnet.Hold(ctx); err != nil {
 		return nil, fmt.Errorf("routing the cluster networks to blackhole: %w", err)
 	}
-	ports, err := freePorts(o.BindAddress, "127.0.0.1", "127.0.0.1")
+	ports, err := freePorts(o.BindAddress, "127.0.0.1")
 	if err != nil {
 		return nil, err
 	}
-	apiPort, etcdClient, etcdPeer := ports[0], ports[1], ports[2]
+	apiPort, etcdClient := ports[0], ports[1]
 	host := o.BindAddress
 	if net.ParseIP(host).IsUnspecified() {
 		host = "127.0.0.1" // listening everywhere; loopback is in the certificate
@@ -238,18 +238,21 @@ func start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	}
 	b := o.Binaries
 
-	etcdPeerURL := "http://127.0.0.1:" + strconv.Itoa(etcdPeer)
-	if err := c.spawn("etcd", b.Etcd,
-		"--name=default",
-		"--data-dir="+c.path("etcd"),
-		"--listen-client-urls="+c.EtcdURL,
-		"--advertise-client-urls="+c.EtcdURL,
-		"--listen-peer-urls="+etcdPeerURL,
-		"--initial-advertise-peer-urls="+etcdPeerURL,
-		"--initial-cluster=default="+etcdPeerURL,
-		"--initial-cluster-state=new",
-		"--log-level=warn",
-		"--logger=zap",
+	// kine on SQLite, as a single k3s server keeps its state, not Debian's
+	// etcd 3.4.23: that etcd lacks watch progress requests, so the API server
+	// refuses streaming watches, which kwok asks for on every watch (it
+	// always watches from resourceVersion 0). Its caches then go stale, it
+	// renews Node leases from stale copies, conflict after conflict, until
+	// a Node misses its 50 s grace period and the node controller marks the
+	// Node's pods NotReady for good: a Helm release waiting for them never
+	// became ready. kine is built to serve them (build-controlplane.sh).
+	if err := os.MkdirAll(c.path("kine"), 0o700); err != nil {
+		return nil, err
+	}
+	if err := c.spawn("kine", b.Kine,
+		"--listen-address=127.0.0.1:"+strconv.Itoa(etcdClient),
+		"--endpoint=sqlite://"+c.path("kine")+"/state.db?_journal=WAL&cache=shared&_busy_timeout=30000",
+		"--metrics-bind-address=0",
 	); err != nil {
 		return nil, err
 	}
@@ -608,7 +611,7 @@ func (c *Cluster) Close() error {
 // (per user, so that a developer's runs and root's never share it).
 func stateRoot() (string, error) {
 	base := os.TempDir()
-	// etcd fsyncs on every write; on tmpfs that costs nothing.
+	// The datastore syncs on every write; on tmpfs that costs nothing.
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
 		base = "/dev/shm"
 	}

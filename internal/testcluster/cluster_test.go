@@ -152,6 +152,36 @@ func TestControlPlane(t *testing.T) {
 		})
 	})
 
+	// etcd 3.4 cannot serve client-go's streaming lists: kwok must not ask
+	// for them, or every watch ends in an error, its caches go stale and
+	// it renews Node leases from stale copies, in conflict, until a Node
+	// misses its grace period and the node controller marks its pods
+	// NotReady for good (seen: a Helm release that never became ready).
+	t.Run("kwok's watches stay open and its lease renewals succeed", func(t *testing.T) {
+		var renewals []string
+		waitFor(t, ctx, "two renewals of worker-1's lease", func() (bool, string) {
+			l, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, "worker-1", metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error()
+			}
+			if l.Spec.RenewTime != nil {
+				if r := l.Spec.RenewTime.String(); len(renewals) == 0 || renewals[len(renewals)-1] != r {
+					renewals = append(renewals, r)
+				}
+			}
+			return len(renewals) >= 3, strings.Join(renewals, ", ")
+		})
+		log, err := os.ReadFile(filepath.Join(c.Dir, "kwok.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"watch ended with error", "Failed to sync lease"} {
+			if n := strings.Count(string(log), bad); n > 0 {
+				t.Errorf("kwok's log says %q %d times", bad, n)
+			}
+		}
+	})
+
 	if err := c.Alive(); err != nil {
 		t.Error(err)
 	}
