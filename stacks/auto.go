@@ -184,7 +184,7 @@ func (r *run) up(ctx context.Context, opts Options) (Result, error) {
 		return err
 	})
 	if err != nil {
-		return Result{}, explain(fmt.Errorf("pulumi up of stack %s: %w", r.stack, err), opts)
+		return Result{}, whatItWaitedFor(ctx, explain(fmt.Errorf("pulumi up of stack %s: %w", r.stack, err), opts), r.kubeconfig)
 	}
 	out := Result{Outputs: map[string]any{}, Changes: map[string]int{}}
 	for k, v := range res.Outputs {
