@@ -11,18 +11,8 @@
 #   build-images.sh download
 # only downloads the modules the builds need (network-bound: make test runs it
 # while the control plane compiles; Traefik's alone take over a minute).
-#
-#   build-images.sh base
-# builds and prints a set without Traefik (its build is the longest, about 15
-# CPU-minutes cold): make test starts the tests that need no Traefik on it
-# while Traefik builds.
 set -euo pipefail
 mode=${1:-build}
-case $mode in build | base | download) ;; *)
-	echo "build-images.sh: unknown mode $mode (want build, base or download)" >&2
-	exit 2
-	;;
-esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache="${CACHE_DIR:-$root/.cache}/images"
 mkdir -p "$cache"
@@ -92,11 +82,10 @@ t="$root/scripts/tools/images/traefik"
 v=$(modver github.com/traefik/traefik/v3 "$t/go.mod")
 # Some of Traefik's DNS-provider modules (github.com/nrdcg/*) are not in the checksum
 # database; go.sum still pins them.
-traefikdir=
-[ "$mode" = base ] || GONOSUMDB='github.com/nrdcg/*' build traefik "$v" "$(key "$t/go.mod" "$t/go.sum" "$t/tools.go")" "$t" \
+GONOSUMDB='github.com/nrdcg/*' build traefik "$v" "$(key "$t/go.mod" "$t/go.sum" "$t/tools.go")" "$t" \
 	"-X github.com/traefik/traefik/v3/pkg/version.Version=$v -X github.com/traefik/traefik/v3/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
 	github.com/traefik/traefik/v3/cmd/traefik
-[ "$mode" = base ] || traefikdir=$out
+traefikdir=$out
 [ "$mode" = download ] && exit 0
 
 # The set: one OCI tar per image, keyed by the inputs above.
@@ -107,7 +96,7 @@ if [ ! -f "$set_dir/images.json" ]; then
 	echo "== writing images into $set_dir" >&2
 	"$rackdir/mkimages" -out "$set_dir" -pause "$rackdir/pause" -sampleweb "$rackdir/sampleweb" \
 		-metallb-controller "$metallbdir/controller" -metallb-speaker "$metallbdir/speaker" \
-		${traefikdir:+-traefik "$traefikdir/traefik"}
+		-traefik "$traefikdir/traefik"
 fi
 # Every source change makes new folders: drop builds unused for a week, and image sets
 # (450 MB each, rewritten whenever sampleweb changes) unused for an hour.

@@ -5,11 +5,10 @@
 #
 # Scheduled so a cold 2-core machine is never idle and the longest chain
 # starts first. The chains:
-#   control plane -> test images but Traefik -> the tests that need neither
-#   pulumi nor Traefik (mostly waiting on test hosts and API servers);
-#   Traefik (beside those tests) and pulumi CLI -> kubernetes provider plugin
-#   (about 27 CPU-minutes cold) -> ./stacks and cmd/rack's pulumi tests,
-#   beside the first chain's tests.
+#   control plane -> test images -> the tests that need neither pulumi nor
+#   its kubernetes plugin (mostly waiting on test hosts and API servers);
+#   pulumi CLI -> kubernetes provider plugin (about 27 CPU-minutes cold) ->
+#   ./stacks and cmd/rack's pulumi tests, beside the first chain's tests.
 # The pulumi chain starts at once, niced, so it takes the CPU the first chain
 # leaves, and gets its full share once the tests start (they mostly wait).
 # gofmt runs first (a quick failure); go vet, staticcheck and the fuzzers run
@@ -30,7 +29,6 @@ status=0
 test_build_env=(CGO_ENABLED=0 GOFLAGS=-trimpath)
 # Background builds and tests must not outlive a run that stops early.
 pulumi_build=
-images_build=
 trap 'kill $(jobs -p) 2>/dev/null; [ -z "$pulumi_build" ] || kill -- -"$pulumi_build" 2>/dev/null' EXIT
 
 stamp "gofmt"
@@ -62,15 +60,10 @@ if [ "$(id -u)" -eq 0 ]; then
 	RACK_CONTROLPLANE_DIR=$(scripts/build-controlplane.sh | tail -n 1) || { echo "building the test control plane failed"; exit 1; }
 	export RACK_CONTROLPLANE_DIR
 	# The container images the real-pods test rack runs (pause, rack's sample
-	# web server, MetalLB, Traefik), built from Go modules and cached. Only
-	# the pulumi tests deploy Traefik, and its build is the longest: the other
-	# tests start on the set without it while it builds.
-	stamp "test rack images but Traefik (scripts/build-images.sh base)"
-	RACK_IMAGES_DIR=$(scripts/build-images.sh base | tail -n 1) || { echo "building the test rack's images failed"; exit 1; }
+	# web server, MetalLB, Traefik), built from Go modules and cached.
+	stamp "test rack images (scripts/build-images.sh)"
+	RACK_IMAGES_DIR=$(scripts/build-images.sh | tail -n 1) || { echo "building the test rack's images failed"; exit 1; }
 	export RACK_IMAGES_DIR
-	stamp "Traefik and the whole image set, in the background (log: $cache/build-images.log)"
-	scripts/build-images.sh >"$cache/images-set.out" 2>"$cache/build-images.log" &
-	images_build=$!
 fi
 
 export "${test_build_env[@]}"
@@ -117,15 +110,6 @@ if ! wait "$pulumi_build"; then
 	exit 1
 fi
 stamp "pulumi CLI and kubernetes provider plugin built"
-if [ -n "$images_build" ]; then
-	if ! wait "$images_build"; then
-		echo "building the test rack's images (Traefik) failed:"
-		tail -n 40 "$cache/build-images.log"
-		exit 1
-	fi
-	RACK_IMAGES_DIR=$(tail -n 1 "$cache/images-set.out")
-	stamp "the whole image set built: $RACK_IMAGES_DIR"
-fi
 stamp "go test ./stacks and cmd/rack's $pulumi_tests; go vet, staticcheck and the fuzzers beside them (log: $cache/lint.log)"
 nice -n 10 make -s vet fuzz >"$cache/lint.log" 2>&1 &
 lint_run=$!
