@@ -83,15 +83,26 @@ func (g *Gate) Served(ctx context.Context, app inventory.App, st State) error {
 	return nil
 }
 
-// poll calls f until it returns "" or ctx ends, and returns its last reason.
+// poll calls f until it returns "" or ctx ends, and returns its last
+// reason. A try cut short by ctx's end (the client's rate limiter refuses a
+// request it could not finish in time) says only that time ran out, so the
+// reason before it is kept, and no try starts in the last second.
 func poll(ctx context.Context, f func() string) string {
+	var last string
 	for {
 		reason := f()
-		if reason == "" || ctx.Err() != nil {
-			return reason
+		if reason == "" {
+			return ""
+		}
+		if ctx.Err() != nil && last != "" {
+			return last
+		}
+		last = reason
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < servedPoll+time.Second {
+			return last
 		}
 		if sleep.For(ctx, servedPoll) != nil {
-			return reason
+			return last
 		}
 	}
 }
