@@ -116,31 +116,53 @@ func ReadAddons(ctx context.Context, cs kubernetes.Interface, inv *inventory.Inv
 // workloadPods adds up the ready and wanted pods of the Deployments,
 // StatefulSets and DaemonSets in namespace.
 func workloadPods(ctx context.Context, cs kubernetes.Interface, namespace string) (ready, wanted int32, err error) {
-	deps, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
+	ws, err := workloads(ctx, cs, namespace)
 	if err != nil {
 		return 0, 0, err
 	}
+	for _, w := range ws {
+		ready += w.ready
+		wanted += w.wanted
+	}
+	return ready, wanted, nil
+}
+
+// workload is a Deployment, StatefulSet or DaemonSet with its ready and
+// wanted pods.
+type workload struct {
+	kind, name    string
+	ready, wanted int32
+	// why is a Deployment's failing condition, " (reason: message)".
+	why string
+}
+
+// workloads reads namespace's Deployments, StatefulSets and DaemonSets:
+// what `rack status` adds up and a timed-out release lists.
+func workloads(ctx context.Context, cs kubernetes.Interface, namespace string) ([]workload, error) {
+	var out []workload
+	deps, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range deps.Items {
-		wanted += ptr.Deref(d.Spec.Replicas, 1) // unset means one
-		ready += d.Status.ReadyReplicas
+		// unset replicas means one
+		out = append(out, workload{"Deployment", d.Name, d.Status.ReadyReplicas, ptr.Deref(d.Spec.Replicas, 1), deploymentWhy(d.Status.Conditions)})
 	}
 	sets, err := cs.AppsV1().StatefulSets(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	for _, s := range sets.Items {
-		wanted += ptr.Deref(s.Spec.Replicas, 1) // unset means one
-		ready += s.Status.ReadyReplicas
+		out = append(out, workload{"StatefulSet", s.Name, s.Status.ReadyReplicas, ptr.Deref(s.Spec.Replicas, 1), ""})
 	}
 	daemons, err := cs.AppsV1().DaemonSets(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	for _, d := range daemons.Items {
-		wanted += d.Status.DesiredNumberScheduled
-		ready += d.Status.NumberReady
+		out = append(out, workload{"DaemonSet", d.Name, d.Status.NumberReady, d.Status.DesiredNumberScheduled, ""})
 	}
-	return ready, wanted, nil
+	return out, nil
 }
 
 // localPVStatus: the class and every volume of the inventory exist.

@@ -12,7 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/utils/ptr"
+	"k8s.io/kubectl/pkg/util/podutils"
 )
 
 // helmTimedOut matches the provider's error for a release whose resources
@@ -66,32 +66,14 @@ func (w *waitedFor) Unwrap() error { return w.err }
 // short of ready pods, then its pods that are not ready (at most five),
 // each with the reason Kubernetes gives.
 func notReadyIn(ctx context.Context, cs kubernetes.Interface, namespace string) ([]string, error) {
+	ws, err := workloads(ctx, cs, namespace)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
-	deps, err := cs.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range deps.Items {
-		if want := ptr.Deref(d.Spec.Replicas, 1); d.Status.ReadyReplicas < want {
-			out = append(out, fmt.Sprintf("Deployment %s: %d of %d ready%s", d.Name, d.Status.ReadyReplicas, want, deploymentWhy(d.Status.Conditions)))
-		}
-	}
-	sets, err := cs.AppsV1().StatefulSets(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range sets.Items {
-		if want := ptr.Deref(s.Spec.Replicas, 1); s.Status.ReadyReplicas < want {
-			out = append(out, fmt.Sprintf("StatefulSet %s: %d of %d ready", s.Name, s.Status.ReadyReplicas, want))
-		}
-	}
-	daemons, err := cs.AppsV1().DaemonSets(namespace).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range daemons.Items {
-		if d.Status.NumberReady < d.Status.DesiredNumberScheduled {
-			out = append(out, fmt.Sprintf("DaemonSet %s: %d of %d ready", d.Name, d.Status.NumberReady, d.Status.DesiredNumberScheduled))
+	for _, w := range ws {
+		if w.ready < w.wanted {
+			out = append(out, fmt.Sprintf("%s %s: %d of %d ready%s", w.kind, w.name, w.ready, w.wanted, w.why))
 		}
 	}
 	pods, err := cs.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
@@ -100,7 +82,7 @@ func notReadyIn(ctx context.Context, cs kubernetes.Interface, namespace string) 
 	}
 	var waiting []string
 	for _, p := range pods.Items {
-		if p.Status.Phase == corev1.PodSucceeded || podReady(p) {
+		if p.Status.Phase == corev1.PodSucceeded || podutils.IsPodReady(&p) {
 			continue
 		}
 		waiting = append(waiting, "pod "+p.Name+podWhy(p))
@@ -124,15 +106,6 @@ func deploymentWhy(conds []appsv1.DeploymentCondition) string {
 		}
 	}
 	return ""
-}
-
-func podReady(p corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // podWhy says where a pod is and why it is not ready: being deleted, not

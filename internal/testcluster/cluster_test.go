@@ -152,11 +152,12 @@ func TestControlPlane(t *testing.T) {
 		})
 	})
 
-	// etcd 3.4 cannot serve client-go's streaming lists: kwok must not ask
-	// for them, or every watch ends in an error, its caches go stale and
-	// it renews Node leases from stale copies, in conflict, until a Node
-	// misses its grace period and the node controller marks its pods
-	// NotReady for good (seen: a Helm release that never became ready).
+	// kwok's watches are streaming lists, which a datastore without watch
+	// progress requests (Debian's etcd 3.4) cannot serve: every watch then
+	// ends in an error, kwok's caches go stale and it renews Node leases
+	// from stale copies, in conflict, until a Node misses its grace period
+	// and the node controller marks its pods NotReady for good (seen: a Helm
+	// release that never became ready). kine serves them.
 	t.Run("kwok's watches stay open and its lease renewals succeed", func(t *testing.T) {
 		var renewals []string
 		waitFor(t, ctx, "two renewals of worker-1's lease", func() (bool, string) {
