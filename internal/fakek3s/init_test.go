@@ -43,6 +43,24 @@ Type=notify
 ExecStart=/bin/sh -c 'echo about to fail; exit 1'
 `
 
+// notifyReadyScript says READY=1 on $NOTIFY_SOCKET from its own PID and,
+// given "stay", keeps running.
+const notifyReadyScript = `#!/usr/bin/perl
+use Socket;
+socket(my $s, AF_UNIX, SOCK_DGRAM, 0) or die "socket: $!";
+send($s, "READY=1", 0, pack_sockaddr_un($ENV{NOTIFY_SOCKET})) or die "send: $!";
+sleep 1000 if @ARGV && $ARGV[0] eq "stay";
+`
+
+// childNotifyUnit's READY=1 comes from a child of its main process, as
+// etcd's does under the k3s stand-in: systemd (NotifyAccess=main) ignores
+// it, and the start job times out.
+const childNotifyUnit = `[Service]
+Type=notify
+TimeoutStartSec=3
+ExecStart=/bin/sh -c '/usr/local/bin/notify-ready; exec sleep 1000'
+`
+
 func exec1(t *testing.T, h *testrack.Host, script string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -161,6 +179,33 @@ func TestInitShim(t *testing.T) {
 	if out, code := exec1(t, h, "systemctl is-active broken"); code != 3 || out != "failed" {
 		t.Errorf("is-active broken: %q, exit %d; want failed, 3", out, code)
 	}
+	// READY=1 counts only from the main process, unless NotifyAccess=all.
+	if err := h.WriteFile("/usr/local/bin/notify-ready", []byte(notifyReadyScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, unit := range map[string]string{
+		"childnotify": childNotifyUnit,
+		"mainnotify":  strings.Replace(childNotifyUnit, "/bin/sh -c '/usr/local/bin/notify-ready; exec sleep 1000'", "/usr/local/bin/notify-ready stay", 1),
+		"allnotify":   strings.Replace(childNotifyUnit, "Type=notify", "Type=notify\nNotifyAccess=all", 1),
+	} {
+		if err := h.WriteFile("/etc/systemd/system/"+name+".service", []byte(unit), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code = exec1(t, h, "systemctl start childnotify")
+	if code != 1 || !strings.Contains(out, "failed because a timeout was exceeded") {
+		t.Errorf("start childnotify (READY=1 from a child): exit %d: %q; want the start job to time out", code, out)
+	}
+	if log := mustExec(t, h, "journalctl -u childnotify --no-pager"); !strings.Contains(log, "but reception only permitted for main PID") {
+		t.Errorf("journalctl -u childnotify does not say why READY=1 was ignored: %q", log)
+	}
+	for _, name := range []string{"mainnotify", "allnotify"} {
+		if out, code := exec1(t, h, "systemctl start "+name+" && systemctl is-active "+name); code != 0 || out != "active" {
+			t.Errorf("start %s: exit %d: %q", name, code, out)
+		}
+		mustExec(t, h, "systemctl stop "+name)
+	}
+
 	if out, code := exec1(t, h, "systemctl start nosuch"); code != 5 || !strings.Contains(out, "Unit nosuch.service not found") {
 		t.Errorf("start nosuch: exit %d: %q", code, out)
 	}

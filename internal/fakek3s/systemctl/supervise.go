@@ -151,7 +151,7 @@ func (s *supervisor) runOnce() outcome {
 	var timeout <-chan time.Time
 	switch u.typ {
 	case "notify":
-		go waitReady(notify, ready)
+		go s.waitReady(notify, u.notifyAccess, cmd.Process.Pid, ready)
 		if u.startTO > 0 {
 			timeout = time.After(u.startTO)
 		}
@@ -317,17 +317,46 @@ func (s *supervisor) answer(msg string) {
 func (s *supervisor) notifySocket() (*net.UnixConn, error) {
 	path := statePath(s.unit, ".notify")
 	_ = os.Remove(path)
-	return net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, err
+	}
+	// The kernel then names each sender's PID, which NotifyAccess= needs.
+	raw, err := c.SyscallConn()
+	if err == nil {
+		cerr := raw.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_PASSCRED, 1)
+		})
+		err = errors.Join(err, cerr)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
-// waitReady closes ready when READY=1 arrives. It stops reading after that
-// (or when the socket is closed at exit).
-func waitReady(c *net.UnixConn, ready chan<- struct{}) {
-	buf := make([]byte, 4096)
+// waitReady closes ready when READY=1 arrives from a process access
+// allows: with systemd's default NotifyAccess=main only the main process
+// counts. The k3s stand-in's own children (etcd, containerd) inherit
+// NOTIFY_SOCKET and say READY=1 as soon as they serve, long before k3s is
+// up; systemd ignores them and so must this. It stops reading after
+// READY=1 (or when the socket is closed at exit).
+func (s *supervisor) waitReady(c *net.UnixConn, access string, mainPID int, ready chan<- struct{}) {
+	buf, oob := make([]byte, 4096), make([]byte, syscall.CmsgSpace(syscall.SizeofUcred))
 	for {
-		n, err := c.Read(buf)
+		n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
 		if err != nil {
 			return
+		}
+		pid := senderPID(oob[:oobn])
+		switch {
+		case access == "none":
+			s.logf("Got notification message from PID %d, but reception is disabled", pid)
+			continue
+		case access != "all" && pid != mainPID:
+			s.logf("Got notification message from PID %d, but reception only permitted for main PID %d", pid, mainPID)
+			continue
 		}
 		for _, line := range strings.Split(string(buf[:n]), "\n") {
 			if line == "READY=1" {
@@ -336,6 +365,20 @@ func waitReady(c *net.UnixConn, ready chan<- struct{}) {
 			}
 		}
 	}
+}
+
+// senderPID is the PID in a message's SCM_CREDENTIALS, or 0.
+func senderPID(oob []byte) int {
+	msgs, err := syscall.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if cred, err := syscall.ParseUnixCredentials(&m); err == nil {
+			return int(cred.Pid)
+		}
+	}
+	return 0
 }
 
 func shouldRestart(policy, result string) bool {

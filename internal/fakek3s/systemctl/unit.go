@@ -18,6 +18,7 @@ type unit struct {
 	path         string
 	description  string
 	typ          string // simple, exec, notify, oneshot
+	notifyAccess string // main (systemd's default for Type=notify), all, none
 	execStart    []command
 	execPre      []command
 	env          []string // Environment=, in order
@@ -71,7 +72,7 @@ func loadUnit(name string) (*unit, error) {
 		return nil, err
 	}
 	u := &unit{
-		name: name, path: path, typ: "simple", restart: "no",
+		name: name, path: path, typ: "simple", restart: "no", notifyAccess: "main",
 		restartDelay: 100 * time.Millisecond, startTO: 90 * time.Second,
 		stopTO: maxStopTimeout, killMode: "control-group",
 	}
@@ -154,6 +155,17 @@ func (u *unit) set(section, key, value string) error {
 		u.envFiles = append(u.envFiles, envFile{strings.TrimPrefix(value, "-"), opt})
 	case "Service.WorkingDirectory":
 		u.workDir = strings.TrimPrefix(value, "-")
+	case "Service.NotifyAccess":
+		// exec also admits ExecStartPre= processes, which never notify
+		// in the units here: treated as main.
+		switch value {
+		case "main", "exec":
+			u.notifyAccess = "main"
+		case "all", "none":
+			u.notifyAccess = value
+		default:
+			err = fmt.Errorf("invalid NotifyAccess=%s", value)
+		}
 	case "Service.Restart":
 		u.restart = value
 	case "Service.RestartSec":
