@@ -12,6 +12,7 @@
 # k3s version) for the test rack's real nodes, and prints its path. Only the
 # link step differs from the plain kubelet's build: about a minute warm.
 set -euo pipefail
+. "$(dirname "$0")/build-env.sh"
 cd "$(dirname "$0")/tools"
 K8S_VERSION=$(awk '$1=="k8s.io/kubernetes"{print $2}' go.mod)
 key=$(cat go.mod go.sum tools.go kine/go.mod kine/go.sum kine/tools.go | sha256sum | cut -c1-12)

@@ -14,6 +14,7 @@
 set -euo pipefail
 mode=${1:-build}
 root=$(cd "$(dirname "$0")/.." && pwd)
+. "$root/scripts/build-env.sh"
 cache="${CACHE_DIR:-$root/.cache}/images"
 mkdir -p "$cache"
 gover=$(go env GOVERSION)

@@ -13,6 +13,7 @@
 # the SDK's version (see the README on what that leaves untested).
 set -euo pipefail
 scripts="$(cd "$(dirname "$0")" && pwd)"
+. "$scripts/build-env.sh"
 root="$(dirname "$scripts")"
 cd "$scripts/tools/provider"
 module=github.com/pulumi/pulumi-kubernetes/provider/v4

@@ -4,6 +4,7 @@
 # the wrapper module's go.mod+go.sum. Cold: ~10 minutes on 2 cores; cached: instant.
 # Prints the folder holding the binary on its last line (put it first on PATH).
 set -euo pipefail
+. "$(dirname "$0")/build-env.sh"
 cd "$(dirname "$0")/tools/pulumi"
 VERSION=$(awk '$1=="github.com/pulumi/pulumi/pkg/v3"{print $2}' go.mod)
 key=$(cat go.mod go.sum | sha256sum | cut -c1-12)

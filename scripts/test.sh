@@ -48,8 +48,9 @@ pulumi_build=$!
 # Kubernetes client libraries), compiled once, in one process, niced, while
 # the control plane builds: the two `go test` runs below would otherwise
 # compile the same packages side by side, twice (measured cold: both
-# compiled every SDK package at once).
-(env "${test_build_env[@]}" nice -n 10 go build ./... >"$cache/build-rack.log" 2>&1) &
+# compiled every SDK package at once). Collected as the tool builds are
+# (scripts/build-env.sh); the tests themselves keep Go's default.
+(. scripts/build-env.sh && env "${test_build_env[@]}" nice -n 10 go build ./... >"$cache/build-rack.log" 2>&1) &
 rack_build=$!
 
 if [ "$(id -u)" -eq 0 ]; then
