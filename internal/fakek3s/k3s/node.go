@@ -67,6 +67,11 @@ func runNode(role string, args []string, log *logger) int {
 }
 
 func node(ctx context.Context, role string, args []string, log *logger) error {
+	// The service manager's notify socket is for this process alone, as in
+	// k3s, which keeps it from containerd: a child saying READY=1 as it starts
+	// (etcd does) must never look like k3s being ready.
+	notifySocket := os.Getenv("NOTIFY_SOCKET")
+	os.Unsetenv("NOTIFY_SOCKET")
 	s, err := loadSettings(args, log.warnf)
 	if err != nil {
 		return err
@@ -206,7 +211,7 @@ func node(ctx context.Context, role string, args []string, log *logger) error {
 		}
 	}
 	log.infof("Node %s registered (kubelet %s)", n.name, version)
-	notifyReady(log)
+	notifyReady(notifySocket, log)
 	log.infof("k3s %s is up and running", role)
 	if srv != nil {
 		return srv.watch(ctx)
@@ -487,9 +492,8 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 	return os.Rename(tmp, path)
 }
 
-// notifyReady tells the service manager the node is up (Type=notify).
-func notifyReady(log *logger) {
-	sock := os.Getenv("NOTIFY_SOCKET")
+// notifyReady tells the service manager on sock the node is up (Type=notify).
+func notifyReady(sock string, log *logger) {
 	if sock == "" {
 		return
 	}

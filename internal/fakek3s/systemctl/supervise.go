@@ -338,9 +338,10 @@ func (s *supervisor) notifySocket() (*net.UnixConn, error) {
 
 // waitReady closes ready when READY=1 arrives from a process access
 // allows: with systemd's default NotifyAccess=main only the main process
-// counts. The k3s stand-in's own children (etcd, containerd) inherit
-// NOTIFY_SOCKET and say READY=1 as soon as they serve, long before k3s is
-// up; systemd ignores them and so must this. It stops reading after
+// counts. A service's children inherit NOTIFY_SOCKET unless it keeps it
+// from them (k3s and its stand-in do), and some say READY=1 as soon as they
+// serve (etcd), long before the service is up; systemd ignores them and so
+// must this. It stops reading after
 // READY=1 (or when the socket is closed at exit).
 func (s *supervisor) waitReady(c *net.UnixConn, access string, mainPID int, ready chan<- struct{}) {
 	buf, oob := make([]byte, 4096), make([]byte, syscall.CmsgSpace(syscall.SizeofUcred))
