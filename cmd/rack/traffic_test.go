@@ -94,8 +94,6 @@ func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	// The lab outlives this test: its notes go to a file, not to t.
 	logFile, err := os.Create(filepath.Join(dir, "lab.log"))
 	if err != nil {
@@ -107,6 +105,9 @@ func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 		defer logMu.Unlock()
 		fmt.Fprintf(logFile, format+"\n", args...)
 	}
+	// Bounds the lab's start alone: rack up below has timeouts of its own.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
 	lab, err := testlab.Start(ctx, testlab.Spec{Cluster: "traffic", Dir: dir, Spare: 2, Logf: logf, Nodes: []testlab.Node{
 		{Name: "srv", Role: "server", Real: true},
 		{Name: "agent-a", Role: "agent", Real: true},
@@ -116,7 +117,7 @@ func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 		if lab != nil {
 			_ = lab.Close()
 		}
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("starting the lab (notes in %s): %w", logFile.Name(), err)
 	}
 	fail := func(err error) (*trafficRack, *testlab.Lab, error) {
 		_ = lab.Close()
@@ -141,9 +142,13 @@ func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 	if out, errOut, code := r.rack(t, "up", "--yes"); code != exitOK {
 		return fail(fmt.Errorf("rack up: exit %d\n%s\n%s", code, out, errOut))
 	}
-	svc, err := r.Kube.CoreV1().Services(release.TraefikNamespace).Get(ctx, release.TraefikService, metav1.GetOptions{})
+	// A context of its own: the lab's may have run out while rack up ran
+	// (measured on a loaded machine: the lab took 9 minutes, rack up 2).
+	getCtx, cancelGet := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelGet()
+	svc, err := r.Kube.CoreV1().Services(release.TraefikNamespace).Get(getCtx, release.TraefikService, metav1.GetOptions{})
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("reading Traefik's Service after rack up: %w", err))
 	}
 	if len(svc.Status.LoadBalancer.Ingress) == 0 {
 		return fail(fmt.Errorf("Traefik's Service has no LoadBalancer address after rack up"))
