@@ -70,7 +70,11 @@ fi
 export "${test_build_env[@]}"
 
 # What needs pulumi: ./stacks, and these tests of ./cmd/rack (one pattern for
-# both phases, so every test runs exactly once).
+# both phases, so every test runs exactly once). They run in two processes:
+# the traffic tests one after another on one real-pods rack (the longest
+# chain of all), the others on labs of their own beside them.
+traffic_tests='^TestTraffic'
+app_tests='^(TestApp|TestGitOps|TestRender)'
 pulumi_tests='^(TestApp|TestGitOps|TestRender|TestTraffic)'
 early=$(go list ./... | grep -v -x -e github.com/homelab/rack/stacks -e github.com/homelab/rack/cmd/rack)
 gotest() { go test -count=1 -v -timeout 50m -parallel 3 "$@"; }
@@ -116,12 +120,14 @@ nice -n 10 make -s vet fuzz >"$cache/lint.log" 2>&1 &
 lint_run=$!
 run ./stacks "$cache/test-stacks.log" ./stacks
 stacks_run=$!
-run "cmd/rack's $pulumi_tests" "$cache/test-late.log" ./cmd/rack -run "$pulumi_tests"
-late_run=$!
-for pid in "$early_run" "$cli_run" "$stacks_run" "$late_run"; do
+run "cmd/rack's $traffic_tests" "$cache/test-traffic.log" ./cmd/rack -run "$traffic_tests"
+traffic_run=$!
+run "cmd/rack's $app_tests" "$cache/test-apps.log" ./cmd/rack -run "$app_tests"
+apps_run=$!
+for pid in "$early_run" "$cli_run" "$stacks_run" "$traffic_run" "$apps_run"; do
 	wait "$pid" || status=1
 done
-cat "$cache/test-early.log" "$cache/test-cli.log" "$cache/test-stacks.log" "$cache/test-late.log" >"$log"
+cat "$cache/test-early.log" "$cache/test-cli.log" "$cache/test-stacks.log" "$cache/test-traffic.log" "$cache/test-apps.log" >"$log"
 stamp "tests done"
 if ! wait "$lint_run"; then
 	echo "== go vet, staticcheck or a fuzzer failed:"
