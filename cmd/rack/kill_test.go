@@ -45,7 +45,7 @@ var rackBin struct {
 }
 
 // rackBinary builds bin/rack once per test process.
-func rackBinary(t *testing.T) string {
+func rackBinary(t testing.TB) string {
 	t.Helper()
 	rackBin.once.Do(func() {
 		dir, err := os.MkdirTemp("", "rack-bin-")

@@ -30,7 +30,7 @@ func rack(t *testing.T, env map[string]string, args ...string) (stdout, stderr s
 
 // rackProcess runs the built rack binary with env on top of the test's
 // environment; its stderr goes to stderr (also returned).
-func rackProcess(t *testing.T, env map[string]string, stderr interface {
+func rackProcess(t testing.TB, env map[string]string, stderr interface {
 	io.Writer
 	fmt.Stringer
 }, args ...string) (string, string, int) {

@@ -53,31 +53,66 @@ type trafficRack struct {
 	Kube kubernetes.Interface
 }
 
-// shared is the one real-pods rack the traffic tests and benchmarks share:
-// bringing it up (three real nodes, MetalLB, Traefik) costs minutes, an app
-// on it seconds. Each test removes its apps when it ends; TestMain stops
-// the rack.
-var shared struct {
-	once sync.Once
-	rack *trafficRack
-	lab  *testlab.Lab
-	err  error
-}
+// trafficRacks is how many real-pods racks the traffic tests share. Bringing
+// one up (three real nodes, MetalLB, Traefik) costs minutes, an app on it
+// seconds; a test holds a rack for its whole run (it owns the rack's apps),
+// so two let two tests run side by side (-parallel), which halves the
+// traffic tests' wall time. A third would cost more CPU than it saves on 2
+// cores.
+const trafficRacks = 2
 
-// realPodsRack is the shared real-pods rack, brought up by rack itself on
-// first use: `rack up` with addons.metallb (a pool of spare addresses on
-// the test network) and addons.traefik, charts from ../shared/charts.
+// racks are the real-pods racks the traffic tests and benchmarks share.
+// slots holds one entry per rack that may exist: a free rack, or nil for one
+// not yet brought up. Each test removes its apps when it ends; TestMain
+// stops the racks.
+var racks = struct {
+	slots chan *trafficRack
+	mu    sync.Mutex
+	labs  []*testlab.Lab
+	err   error // the first rack that failed to come up: later tests fail at once
+}{slots: func() chan *trafficRack {
+	c := make(chan *trafficRack, trafficRacks)
+	for range trafficRacks {
+		c <- nil
+	}
+	return c
+}()}
+
+// realPodsRack holds a real-pods rack for the test: a free one, or a new
+// one brought up by rack itself, `rack up` with addons.metallb (a pool of
+// spare addresses on the test network) and addons.traefik, charts from
+// ../shared/charts. The test may run in parallel with others (t.Parallel);
+// each gets a rack of its own.
 func realPodsRack(t testing.TB) *trafficRack {
 	t.Helper()
 	if err := testrack.Supported(); err != nil {
 		testenv.SkipOrFail(t, "the real-pods test rack: %v", err)
 	}
-	shared.once.Do(func() { shared.rack, shared.lab, shared.err = startTrafficRack(t) })
-	if shared.err != nil || shared.rack == nil {
-		t.Fatalf("the real-pods test rack did not come up: %v", shared.err)
+	r := <-racks.slots
+	if r == nil {
+		var lab *testlab.Lab
+		var err error
+		racks.mu.Lock()
+		err = racks.err
+		racks.mu.Unlock()
+		if err == nil {
+			r, lab, err = startTrafficRack(t)
+		}
+		racks.mu.Lock()
+		if lab != nil {
+			racks.labs = append(racks.labs, lab)
+		}
+		if err != nil && racks.err == nil {
+			racks.err = err
+		}
+		racks.mu.Unlock()
+		if err != nil {
+			racks.slots <- nil
+			t.Fatalf("the real-pods test rack did not come up: %v", err)
+		}
 	}
-	r := shared.rack
 	t.Cleanup(func() {
+		defer func() { racks.slots <- r }()
 		// The next test starts from a rack without apps.
 		r.setApps(t, "")
 		if _, errOut, code := r.rack(t, "up", "--yes"); code != exitOK {
@@ -87,8 +122,8 @@ func realPodsRack(t testing.TB) *trafficRack {
 	return r
 }
 
-// startTrafficRack brings the shared rack up; its lab outlives the test
-// that asked first (TestMain closes it).
+// startTrafficRack brings a real-pods rack up; its lab outlives the test
+// that asked for it (TestMain closes it).
 func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 	dir, err := os.MkdirTemp("", "rack-traffic-")
 	if err != nil {
@@ -160,11 +195,11 @@ func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if shared.lab != nil {
-		if err := shared.lab.Close(); err != nil {
+	for _, lab := range racks.labs {
+		if err := lab.Close(); err != nil {
 			fmt.Fprintf(os.Stderr, "the real-pods test rack: %v\n", err)
 		}
-		_ = os.RemoveAll(shared.lab.Dir)
+		_ = os.RemoveAll(lab.Dir)
 	}
 	if rackBin.path != "" {
 		_ = os.RemoveAll(filepath.Dir(rackBin.path)) // 400 MB per test run otherwise
@@ -197,15 +232,12 @@ func (r *trafficRack) setApps(t testing.TB, yaml string) {
 	}
 }
 
-// rack runs the rack command against the rack's inventory.
+// rack runs the rack binary against the rack's inventory, with the rack's
+// environment: a process of its own, as tests on other racks run beside it.
 func (r *trafficRack) rack(t testing.TB, args ...string) (string, string, int) {
 	t.Helper()
-	var out, errb strings.Builder
-	for k, v := range r.Env {
-		t.Setenv(k, v)
-	}
-	code := run(append([]string{"-i", r.Inventory}, args...), &out, &errb)
-	return out.String(), errb.String(), code
+	var errb strings.Builder
+	return rackProcess(t, r.Env, &errb, append([]string{"-i", r.Inventory}, args...)...)
 }
 
 func (r *trafficRack) mustRack(t testing.TB, args ...string) string {
@@ -426,6 +458,7 @@ func withImage(app, image string) string { return strings.Replace(app, "IMAGE", 
 // TestTrafficRollingZeroFailures: a rolling release under load fails no
 // request, and ends on v2 only.
 func TestTrafficRollingZeroFailures(t *testing.T) {
+	t.Parallel()
 	r := realPodsRack(t)
 	app := webApp("rolling")
 	r.setApps(t, withImage(app, sampleV1))
@@ -477,6 +510,7 @@ func blueGreenFlip(t testing.TB, r *trafficRack) (time.Duration, *tally) {
 // TestTrafficBlueGreenFlip: only v1 before the promote, only v2 after it,
 // and no request fails across the flip.
 func TestTrafficBlueGreenFlip(t *testing.T) {
+	t.Parallel()
 	r := realPodsRack(t)
 	flip, got := blueGreenFlip(t, r)
 	t.Logf("clients saw only v2 %v after the promote began (goal <= 2 s)", flip)
@@ -515,6 +549,7 @@ func canaryRelease(t testing.TB, r *trafficRack) *tally {
 // TestTrafficCanaryShares: at each step of 5/25/50/100, the share of v2
 // answers over 1,000 requests is within ±5 points of the step.
 func TestTrafficCanaryShares(t *testing.T) {
+	t.Parallel()
 	r := realPodsRack(t)
 	got := canaryRelease(t, r)
 	if got.failed != 0 {
@@ -529,6 +564,7 @@ func TestTrafficCanaryShares(t *testing.T) {
 // TestTrafficABRouting: every request with the match header (or cookie)
 // gets v2, every other v1.
 func TestTrafficABRouting(t *testing.T) {
+	t.Parallel()
 	r := realPodsRack(t)
 	for _, tc := range []struct {
 		name, match   string
@@ -574,6 +610,7 @@ func TestTrafficABRouting(t *testing.T) {
 // TestTrafficShadowMirror: clients only ever see v1, while v2's own request
 // counter shows it received about the mirror percentage.
 func TestTrafficShadowMirror(t *testing.T) {
+	t.Parallel()
 	r := realPodsRack(t)
 	app := strings.Replace(webApp("shadow"), "type: shadow,", "type: shadow, mirror: 20,", 1)
 	r.setApps(t, withImage(app, sampleV1))
@@ -597,6 +634,7 @@ func TestTrafficShadowMirror(t *testing.T) {
 // moved, so clients saw no error; rack app rollback removes what the failed
 // run left, and rack up does not start that image again.
 func TestTrafficNeverReadyCandidate(t *testing.T) {
+	t.Parallel()
 	r := realPodsRack(t)
 	app := strings.Replace(webApp("canary"), "type: canary,", "type: canary, steps: [10, 50, 100],", 1)
 	r.setApps(t, withImage(app, sampleV1))
@@ -633,6 +671,7 @@ func TestTrafficNeverReadyCandidate(t *testing.T) {
 // new one starts. Requests fail in between: the gap is expected (a
 // database must not run two versions on one volume) and logged.
 func TestTrafficRecreateGap(t *testing.T) {
+	t.Parallel()
 	r := realPodsRack(t)
 	app := strings.Replace(webApp("recreate"), "replicas: 4", "replicas: 2", 1)
 	r.setApps(t, withImage(app, sampleV1))
