@@ -287,14 +287,19 @@ func registerNode(ctx context.Context, api *jsonapi.Client, n *nodeSpec) error {
 
 // patchStatus reports what the kubelet knows about its node.
 func patchStatus(ctx context.Context, api *jsonapi.Client, n *nodeSpec) error {
-	status := map[string]any{"status": map[string]any{
+	status := map[string]any{"status": nodeStatus(n)}
+	return api.Do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name+"/status", "application/merge-patch+json", status, nil)
+}
+
+// nodeStatus is the part of a Node's status the kubelet knows by itself.
+func nodeStatus(n *nodeSpec) map[string]any {
+	return map[string]any{
 		"addresses":       n.addresses,
 		"nodeInfo":        n.nodeInfo,
 		"capacity":        n.capacity,
 		"allocatable":     n.capacity,
 		"daemonEndpoints": map[string]any{"kubeletEndpoint": map[string]any{"Port": 10250}},
-	}}
-	return api.Do(ctx, http.MethodPatch, "/api/v1/nodes/"+n.name+"/status", "application/merge-patch+json", status, nil)
+	}
 }
 
 // reportStatus reports the node's status every 10 s until ctx ends, as a
@@ -334,6 +339,11 @@ func newNodeObject(n *nodeSpec) map[string]any {
 			"annotations": n.annotations,
 		},
 		"spec": spec,
+		// A kubelet creates its Node with its status filled in. Created
+		// without it, kwok's node initialisation could read the bare Node
+		// and write its own versions (kwok-…) over the status reported
+		// right after (measured: two tests saw kwok-0.8.0 as the k3s version).
+		"status": nodeStatus(n),
 	}
 }
 
