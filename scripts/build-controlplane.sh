@@ -13,11 +13,11 @@
 # link step differs from the plain kubelet's build: about a minute warm.
 set -euo pipefail
 . "$(dirname "$0")/build-env.sh"
-# Static, as upstream releases them, and whoever calls this script: the tests
-# (which build with CGO_ENABLED=0) ask for stamped kubelets, and a link is
-# all those cost only when every package was compiled with the same flags
-# (measured cold: with cgo on here, the first stamped kubelet compiled the
-# whole kubelet again, 9 minutes while the tests waited).
+# Static, as upstream releases them, whoever calls this script: the tests
+# (which build with CGO_ENABLED=0) ask for stamped kubelets, and those cost
+# only a link when every package was compiled with the same flags (measured
+# cold: with cgo on here, the first stamped kubelet compiled the whole
+# kubelet again, 9 minutes while the tests waited).
 export CGO_ENABLED=0
 cd "$(dirname "$0")/tools"
 K8S_VERSION=$(awk '$1=="k8s.io/kubernetes"{print $2}' go.mod)

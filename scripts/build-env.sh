@@ -10,6 +10,6 @@ mem_mib=$(awk '$1=="MemTotal:"{print int($2/1024)}' /proc/meminfo 2>/dev/null ||
 limit_mib=$((mem_mib / (4 * $(nproc))))
 [ "$limit_mib" -le 2048 ] || limit_mib=2048
 if [ "$limit_mib" -ge 256 ]; then
-	export GOGC="${RACK_BUILD_GOGC:-off}" GOMEMLIMIT="${limit_mib}MiB"
+	export GOGC=off GOMEMLIMIT="${limit_mib}MiB"
 fi
 unset mem_mib limit_mib

@@ -71,11 +71,11 @@ export "${test_build_env[@]}"
 
 # What needs pulumi: ./stacks, and these tests of ./cmd/rack (one pattern for
 # both phases, so every test runs exactly once). They run in two processes:
-# the traffic tests one after another on one real-pods rack (the longest
-# chain of all), the others on labs of their own beside them.
+# the traffic tests on their two real-pods racks (the longest chain of all),
+# the others on labs of their own beside them.
 traffic_tests='^TestTraffic'
 app_tests='^(TestApp|TestGitOps|TestRender)'
-pulumi_tests='^(TestApp|TestGitOps|TestRender|TestTraffic)'
+pulumi_tests="$traffic_tests|$app_tests"
 early=$(go list ./... | grep -v -x -e github.com/homelab/rack/stacks -e github.com/homelab/rack/cmd/rack)
 gotest() { go test -count=1 -v -timeout 50m -parallel 3 "$@"; }
 # run NAME LOG ARGS... runs gotest ARGS in the background into LOG and says

@@ -341,8 +341,8 @@ func (s *supervisor) notifySocket() (*net.UnixConn, error) {
 // counts. A service's children inherit NOTIFY_SOCKET unless it keeps it
 // from them (k3s and its stand-in do), and some say READY=1 as soon as they
 // serve (etcd), long before the service is up; systemd ignores them and so
-// must this. It stops reading after
-// READY=1 (or when the socket is closed at exit).
+// must this. It stops reading after READY=1 (or when the socket is closed
+// at exit).
 func (s *supervisor) waitReady(c *net.UnixConn, access string, mainPID int, ready chan<- struct{}) {
 	buf, oob := make([]byte, 4096), make([]byte, syscall.CmsgSpace(syscall.SizeofUcred))
 	for {
