@@ -40,6 +40,7 @@ fmt:
 
 vet:
 	@echo "== go vet"; $(GO) vet ./...
+	@echo "== module versions shared by the builds (scripts/modalign)"; $(GO) run ./scripts/modalign -check
 	@echo "== staticcheck"; $(GO) run $(STATICCHECK) ./...
 
 # One target per run: -fuzz takes a single fuzz test, so each is anchored.
