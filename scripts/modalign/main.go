@@ -12,9 +12,10 @@
 // What is being built keeps its own release: Kubernetes, Pulumi, Helm, kine,
 // MetalLB and Traefik modules are raised only within the minor version they
 // are at (a patch release), never to another minor; when required at a commit
-// (a pseudo-version), only between builds of the same Kubernetes minor. A module a go.mod
-// replaces is left alone in that graph. Everything else moves to the highest version
-// among the graphs.
+// (a pseudo-version), only between builds of the same Kubernetes minor. Other
+// modules at v1 or later (and golang.org/x) move to the highest version among
+// the graphs, other v0 modules only within their minor. A module a go.mod
+// replaces is left alone in that graph.
 //
 //	go run ./scripts/modalign          # rewrite go.mod/go.sum until aligned
 //	go run ./scripts/modalign -check   # exit 1 and list what is not aligned
@@ -171,8 +172,15 @@ func plan(graphs map[string]map[string]string) map[string][]string {
 // to the highest among them.
 func group(g map[string]string, path, v string) string {
 	switch {
-	case !pinned(path):
+	case !pinned(path) && (semver.Major(v) != "v0" || strings.HasPrefix(path, "golang.org/x/")):
 		return path
+	case !pinned(path):
+		// v0: no compatibility promise, and they break it (OpenTelemetry's
+		// log API between 0.17 and 0.21 broke Traefik's exporter; gnostic
+		// 0.7 moved to go.yaml.in/yaml/v3 under Kubernetes 0.33's
+		// kube-openapi). Within a minor only; golang.org/x keeps its
+		// promise without the v1.
+		return path + "@" + semver.MajorMinor(v)
 	case !module.IsPseudoVersion(v):
 		return path + "@" + semver.MajorMinor(v) // patch releases only
 	case strings.HasPrefix(path, "k8s.io/") || strings.HasPrefix(path, "sigs.k8s.io/"):

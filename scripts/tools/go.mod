@@ -1,6 +1,9 @@
 // Module tools builds the test control plane (kube-apiserver, kube-controller-manager,
 // kube-scheduler from k8s.io/kubernetes) and kwok, pinned, apart from rack's own
 // module so rack's dependencies stay small. Used only by tests and make demo.
+//
+// Modules shared with rack's other builds are at the versions scripts/modalign
+// sets (so each compiles once); run `go run ./scripts/modalign` after changing one.
 module github.com/homelab/rack/scripts/tools
 
 go 1.26.0
