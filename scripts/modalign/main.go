@@ -67,10 +67,6 @@ var pinnedPrefixes = []string{
 	"go.universe.tf/", "github.com/metallb/", "github.com/traefik/", "github.com/k3s-io/",
 }
 
-// held are modules not raised across graphs: a newer release breaks a
-// consumer's compile (the reason is given).
-var held = map[string]string{}
-
 type mod struct {
 	Path    string
 	Version string
@@ -142,9 +138,6 @@ func plan(graphs map[string]map[string]string) map[string][]string {
 	count := map[string]int{}
 	for _, g := range graphs {
 		for p, v := range g {
-			if held[p] != "" {
-				continue
-			}
 			k := group(g, p, v)
 			count[k]++
 			if b, ok := best[k]; !ok || semver.Compare(v, b) > 0 {
@@ -155,9 +148,6 @@ func plan(graphs map[string]map[string]string) map[string][]string {
 	edits := map[string][]string{}
 	for dir, g := range graphs {
 		for p, v := range g {
-			if held[p] != "" {
-				continue
-			}
 			k := group(g, p, v)
 			if count[k] > 1 && semver.Compare(v, best[k]) < 0 {
 				edits[dir] = append(edits[dir], p+" "+best[k])
