@@ -39,25 +39,20 @@ import (
 )
 
 // builds are the go.mod folders whose builds share a build cache in make
-// test, relative to the repository root, with what each builds. kine is not
-// among them: it is the one tool built with cgo, so nothing of it is shared
-// anyway.
+// test, relative to the repository root, with what each compiles: rack's
+// packages and tests, and for each tool module the packages its tools.go
+// imports (what its build script builds). kine is not among them: it is the
+// one tool built with cgo, so nothing of it is shared anyway.
 var builds = []struct {
 	dir     string
-	targets []string
+	targets []string // nil: the imports of the folder's tools.go
 }{
 	{".", []string{"-test", "./..."}},
-	{"scripts/tools", []string{
-		"k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager",
-		"k8s.io/kubernetes/cmd/kube-scheduler", "k8s.io/kubernetes/cmd/kubelet",
-		"k8s.io/kubernetes/cmd/kube-proxy", "k8s.io/kubernetes/cmd/kubectl", "sigs.k8s.io/kwok/cmd/kwok",
-	}},
-	{"scripts/tools/pulumi", []string{"github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"}},
-	// The plugin's main package embeds files its build script generates; its
-	// imports are what count here, so -e lists them without those files.
-	{"scripts/tools/provider", []string{"github.com/pulumi/pulumi-kubernetes/provider/v4/cmd/pulumi-resource-kubernetes"}},
-	{"scripts/tools/images/metallb", []string{"go.universe.tf/metallb/controller", "go.universe.tf/metallb/speaker"}},
-	{"scripts/tools/images/traefik", []string{"github.com/traefik/traefik/v3/cmd/traefik"}},
+	{"scripts/tools", nil},
+	{"scripts/tools/pulumi", nil},
+	{"scripts/tools/provider", nil},
+	{"scripts/tools/images/metallb", nil},
+	{"scripts/tools/images/traefik", nil},
 }
 
 // pinnedPrefixes are the projects whose releases the tools are: raised only
@@ -199,6 +194,20 @@ func pinned(path string) bool {
 // replaces are left out: the replacement is that module's choice.
 func graph(dir string, targets []string) (map[string]string, error) {
 	var buf bytes.Buffer
+	if targets == nil {
+		// -e: tools.go imports main packages, which go list reports as
+		// errors; only its import list is read.
+		if err := goCmd(dir, &buf, "list", "-mod=readonly", "-e", "-tags", "tools", "-f", "{{join .Imports \"\\n\"}}", "."); err != nil {
+			return nil, err
+		}
+		targets = strings.Fields(buf.String())
+		if len(targets) == 0 {
+			return nil, fmt.Errorf("%s/tools.go imports nothing: it must import what the folder builds", dir)
+		}
+		buf.Reset()
+	}
+	// -e: the provider's main package embeds files its build script
+	// generates, missing here; its imports are what count.
 	args := append([]string{"list", "-mod=readonly", "-e", "-deps", "-json=Module"}, targets...)
 	if err := goCmd(dir, &buf, args...); err != nil {
 		return nil, err
