@@ -3,7 +3,8 @@
 # registry.k8s.io/pause:3.6 and docker.io/homelab/sampleweb:v1..v3 from rack's own
 # source, quay.io/metallb/{controller,speaker} (MetalLB v0.16.1, also tagged v0.16.2 for
 # the 0.16.2 chart: see scripts/tools/images/metallb/go.mod) and
-# docker.io/library/traefik:v3.6.15 from the wrapper modules in scripts/tools/images/. One `go build` per module; each
+# docker.io/library/traefik:v3.6.15 (without lego's DNS-01 providers: see below) from the wrapper
+# modules in scripts/tools/images/. One `go build` per module; each
 # output is cached under ${CACHE_DIR:-.cache}/images/<name>-<version>-<key>, the key
 # hashing the module files and the Go version, so reruns cost a hash.
 # Prints the folder of the image set (OCI tars + images.json) on its last line.
@@ -81,12 +82,32 @@ metallbdir=$out
 
 t="$root/scripts/tools/images/traefik"
 v=$(modver github.com/traefik/traefik/v3 "$t/go.mod")
+stub="$t/_legodns/zz_gen_dns_providers.go"
 # Some of Traefik's DNS-provider modules (github.com/nrdcg/*) are not in the checksum
 # database; go.sum still pins them.
-GONOSUMDB='github.com/nrdcg/*' build traefik "$v" "$(key "$t/go.mod" "$t/go.sum" "$t/tools.go")" "$t" \
+export GONOSUMDB='github.com/nrdcg/*'
+# Traefik builds against a copy of lego (its ACME library) whose registry of
+# DNS-01 providers is the stub in _legodns: the ~180 providers and their cloud
+# SDKs are 35 % of Traefik's source, and the test rack issues no certificates.
+# The copy and the wrapper's module files go to a private folder (a replace
+# line to it), which a build killed half-way leaves for the pruning above.
+src=
+if [ ! -f "$cache/traefik-$v-$(key "$t/go.mod" "$t/go.sum" "$t/tools.go" "$stub")/.done" ]; then
+	src=$(mktemp -d "$cache/.build-src-traefik.XXXXXX")
+	cp "$t/go.mod" "$t/go.sum" "$t/tools.go" "$src/"
+	lego=$(cd "$src" && go mod download github.com/go-acme/lego/v4 && go list -m -f '{{.Dir}}' github.com/go-acme/lego/v4)
+	cp -R "$lego" "$src/lego"
+	chmod -R u+w "$src/lego"
+	rm -rf "$src/lego/providers/dns"
+	mkdir "$src/lego/providers/dns"
+	cp "$stub" "$src/lego/providers/dns/"
+	(cd "$src" && go mod edit -replace github.com/go-acme/lego/v4=./lego)
+fi
+build traefik "$v" "$(key "$t/go.mod" "$t/go.sum" "$t/tools.go" "$stub")" "${src:-$t}" \
 	"-X github.com/traefik/traefik/v3/pkg/version.Version=$v -X github.com/traefik/traefik/v3/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
 	github.com/traefik/traefik/v3/cmd/traefik
 traefikdir=$out
+[ -z "$src" ] || rm -rf "$src"
 [ "$mode" = download ] && exit 0
 
 # The set: one OCI tar per image, keyed by the inputs above.
