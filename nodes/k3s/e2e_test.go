@@ -99,6 +99,7 @@ func starts(t *testing.T, lab *testlab.Lab, node, unit string) int {
 // with storage, a Pi agent. Then: a re-run changes nothing and sends nothing,
 // and a label change reconfigures exactly one node.
 func TestUpOneServerTwoAgents(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
 		{Name: "pinemaster", Role: "server", Pi: true, Arch: "arm64", Labels: map[string]string{"topology.kubernetes.io/zone": "shelf-1"}},
 		{Name: "potato-7", Role: "agent", Arch: "amd64", Longhorn: true, LocalPV: "/storage"},
@@ -226,6 +227,7 @@ func TestUpOneServerTwoAgents(t *testing.T) {
 // TestUpHAEmbeddedEtcd: three servers, the first with cluster-init, the
 // others joining it one at a time, then two agents.
 func TestUpHAEmbeddedEtcd(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{User: "root", Nodes: []testlab.Node{
 		{Name: "etcd-1", Role: "server"}, {Name: "etcd-2", Role: "server"}, {Name: "etcd-3", Role: "server"},
 		{Name: "worker-1", Role: "agent"}, {Name: "worker-2", Role: "agent", Labels: map[string]string{"gpu": "none"}},
@@ -262,6 +264,7 @@ func TestUpHAEmbeddedEtcd(t *testing.T) {
 
 // TestUpRefusesArchMismatchBeforeAnyChange: the inventory says amd64 for a Pi.
 func TestUpRefusesArchMismatchBeforeAnyChange(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
 		{Name: "s", Role: "server"}, {Name: "pi", Role: "agent", Pi: true, Arch: "amd64"},
 	}})
@@ -280,6 +283,7 @@ func TestUpRefusesArchMismatchBeforeAnyChange(t *testing.T) {
 
 // TestUpOneHostDown: the others are done, the result names the dead one.
 func TestUpOneHostDown(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
 		{Name: "s", Role: "server"}, {Name: "a1", Role: "agent"}, {Name: "a2", Role: "agent"},
 	}})
@@ -362,6 +366,7 @@ func TestTokenNeverInArgv(t *testing.T) {
 // nodes as paths: rack plan and rack up create exactly those folders and
 // run nothing else, anywhere.
 func TestHostileInventoryValues(t *testing.T) {
+	t.Parallel()
 	const pwned = "/tmp/rack-hostile-pwned"
 	paths := []string{
 		"/srv/a b;touch " + pwned + "-semicolon",
@@ -417,6 +422,7 @@ func TestHostileInventoryValues(t *testing.T) {
 // unattended-upgrades holds the dpkg lock for its first minutes. rack
 // refreshes the lists and waits for the lock, visibly, instead of failing.
 func TestPackagesOnAFreshPi(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
 		{Name: "server", Role: "server"},
 		{Name: "storage", Role: "agent", Pi: true, Longhorn: true},
@@ -475,6 +481,7 @@ func TestPackagesOnAFreshPi(t *testing.T) {
 // `systemctl restart k3s` of a server that cannot start waits forever. rack
 // bounds it by --timeout and fails the node with the end of its log.
 func TestServerThatNeverGetsReady(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{{Name: "server", Role: "server"}}})
 	// The server's API server starts but never answers (as one whose
 	// datastore hangs): the fake k3s waits for it, as k3s does.

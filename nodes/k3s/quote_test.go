@@ -17,6 +17,7 @@ import (
 // values (folders to create, files to back up and remove, folders to probe)
 // does exactly that and nothing else.
 func TestCommandBuildersOnAHost(t *testing.T) {
+	t.Parallel()
 	r := testrack.New(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

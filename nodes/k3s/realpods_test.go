@@ -29,6 +29,7 @@ import (
 // every node through kube-proxy, and a pod on one node reaches a pod on
 // another over the pod network.
 func TestRealPods(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
 		{Name: "server", Role: "server", Real: true},
 		{Name: "agent-a", Role: "agent", Real: true},
@@ -177,6 +178,7 @@ func waitPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, select
 // served by a pod on a real agent, as MetalLB's and Longhorn's are; and the
 // service network is still never routed off the machine.
 func TestWebhookFromAServerWithoutPods(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Nodes: []testlab.Node{
 		{Name: "server", Role: "server"},
 		{Name: "agent", Role: "agent", Real: true},

@@ -369,6 +369,7 @@ func refusedWith(t *testing.T, lab *testlab.Lab, ro k3s.RebuildOptions, want str
 // sqlite3) and pruned; a corrupted one is refused; the server dies and comes
 // back from the newest backup with every object as it was.
 func TestRebuildOneServerSQLite(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Cluster: "shelf", Nodes: []testlab.Node{
 		{Name: "srv", Role: "server"}, {Name: "wrk-1", Role: "agent", Labels: map[string]string{"node-role.kubernetes.io/worker": "true"}}, {Name: "wrk-2", Role: "agent"},
 	}})
@@ -563,6 +564,7 @@ func checkBackup(t *testing.T, lab *testlab.Lab, dir string, m *k3s.BackupManife
 // dies and the cluster comes back from an etcd snapshot, with three members
 // and every object as it was.
 func TestRebuildThreeServersEtcd(t *testing.T) {
+	t.Parallel()
 	lab := testlab.New(t, testlab.Spec{Cluster: "ha", Nodes: []testlab.Node{
 		{Name: "etcd-1", Role: "server"}, {Name: "etcd-2", Role: "server"}, {Name: "etcd-3", Role: "server"},
 	}})
