@@ -5,12 +5,13 @@
 #
 # Scheduled so a cold 2-core machine is never idle and the longest chain
 # starts first. The chains:
-#   control plane -> test images -> the tests that need neither pulumi nor
-#   its kubernetes plugin (mostly waiting on test hosts and API servers);
+#   control plane -> test images -> rack's own packages -> the tests that
+#   need neither pulumi nor its kubernetes plugin (mostly waiting on test
+#   hosts and API servers);
 #   pulumi CLI -> kubernetes provider plugin (about 27 CPU-minutes cold) ->
 #   ./stacks and cmd/rack's pulumi tests, beside the first chain's tests.
-# The pulumi chain starts at once, niced, so it takes the CPU the first chain
-# leaves, and gets its full share once the tests start (they mostly wait).
+# The pulumi chain starts at once, in a session of its own (see below). Builds
+# that share packages run one after the other, never side by side.
 # gofmt runs first (a quick failure); go vet, staticcheck and the fuzzers run
 # niced beside the last tests.
 set -uo pipefail
@@ -29,8 +30,7 @@ status=0
 test_build_env=(CGO_ENABLED=0 GOFLAGS=-trimpath)
 # Background builds and tests must not outlive a run that stops early.
 pulumi_build=
-rack_build=
-trap 'kill $(jobs -p) 2>/dev/null; for g in $pulumi_build $rack_build; do kill -- -"$g" 2>/dev/null; done' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; [ -z "$pulumi_build" ] || kill -- -"$pulumi_build" 2>/dev/null' EXIT
 
 stamp "gofmt"
 make -s fmt || exit 1
@@ -40,21 +40,13 @@ make -s fmt || exit 1
 stamp "pulumi CLI and kubernetes provider plugin (scripts/build-pulumi.sh, scripts/build-provider.sh), in the background (log: $cache/build-pulumi.log)"
 # Its own process group (setsid), so it can be given full priority later.
 # Niced from the start: a renice of the group right after the fork races
-# with the child's setsid (measured: lost under load, the chain then ran at
-# full priority beside the control plane).
+# with the child's setsid. Where the kernel groups processes by session for
+# scheduling (autogroup, on here), setsid also gives the chain an equal share
+# of the CPU beside the control plane whatever its nice value (measured: over
+# half of it): two lanes, each about one core, which suits them (they share
+# few packages, so neither waits on the other's compiling).
 nice -n 10 setsid bash -c 'scripts/build-pulumi.sh && scripts/build-provider.sh' >"$cache/build-pulumi.log" 2>&1 &
 pulumi_build=$!
-
-# rack's own packages and their dependencies (the pulumi-kubernetes SDK, the
-# Kubernetes client libraries), compiled once, in one process, niced, while
-# the control plane builds: the two `go test` runs below would otherwise
-# compile the same packages side by side, twice (measured cold: both
-# compiled every SDK package at once). Collected as the tool builds are
-# (scripts/build-env.sh); the tests themselves keep Go's default. A process
-# group of its own too, raised with the pulumi chain below (measured cold:
-# left niced, the tests waited 4 minutes for it after everything else).
-nice -n 10 setsid env "${test_build_env[@]}" bash -c '. scripts/build-env.sh && exec go build ./...' >"$cache/build-rack.log" 2>&1 &
-rack_build=$!
 
 if [ "$(id -u)" -eq 0 ]; then
 	export RACK_TEST_REQUIRE_ROOT=1
@@ -69,6 +61,19 @@ if [ "$(id -u)" -eq 0 ]; then
 	RACK_IMAGES_DIR=$(scripts/build-images.sh | tail -n 1) || { echo "building the test rack's images failed"; exit 1; }
 	export RACK_IMAGES_DIR
 fi
+
+# rack's own packages and their dependencies (the pulumi-kubernetes SDK, the
+# Kubernetes client libraries), compiled once, in one process: the `go test`
+# runs below would otherwise compile the same packages side by side, twice.
+# After the control plane, whose Kubernetes libraries they share (same
+# versions): two builds compiling a package at the same time both compile it
+# (measured cold: begun beside the control plane, this build took 25
+# CPU-minutes and had not finished when the control plane and MetalLB had).
+# The pulumi CLI, whose SDK they share too, is built long before. Collected
+# as the tool builds are (scripts/build-env.sh); the tests keep Go's default.
+# A failed build shows again, with its test, below.
+stamp "rack's packages (go build ./..., log: $cache/build-rack.log)"
+(. scripts/build-env.sh && env "${test_build_env[@]}" go build ./... >"$cache/build-rack.log" 2>&1) || true
 
 export "${test_build_env[@]}"
 
@@ -102,9 +107,7 @@ run() {
 # The tests mostly wait: from now on the pulumi chain is the longest one,
 # and shares the CPU equally with the test builds (root may raise priority
 # back; elsewhere it stays niced).
-renice -n 0 -g "$pulumi_build" "$rack_build" >/dev/null 2>&1 || true
-# A failed build shows again, with its test, below.
-wait "$rack_build" || true
+renice -n 0 -g "$pulumi_build" >/dev/null 2>&1 || true
 stamp "go test, all but ./stacks and cmd/rack's $pulumi_tests (full log: $log)"
 # shellcheck disable=SC2086 # one argument per package
 run "the tests without pulumi" "$cache/test-early.log" $early
