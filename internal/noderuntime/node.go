@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return n, err
 	}
 	if err := c.setupNetwork(ctx); err != nil {
+		return n, err
+	}
+	if err := raiseInotifyLimits(); err != nil {
 		return n, err
 	}
 
@@ -320,4 +324,31 @@ func killShims(socket string) error {
 		})
 	}
 	return procstat.KillUntilGone(find, 10*time.Second, "containerd shims", nil)
+}
+
+// inotifyFloor is the least of each inotify limit a test machine needs.
+// Every kubelet, containerd and kube-proxy of every real node on the machine
+// watches files as root, and root's budget is one for the whole kernel
+// (default 128 instances): measured, with about a dozen real nodes up at once
+// kube-proxy failed to start with "too many open files".
+var inotifyFloor = map[string]int{
+	"/proc/sys/fs/inotify/max_user_instances": 1024,
+	"/proc/sys/fs/inotify/max_user_watches":   524288,
+}
+
+// raiseInotifyLimits raises each limit to its floor; it never lowers one.
+func raiseInotifyLimits() error {
+	for path, floor := range inotifyFloor {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if cur, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && cur >= floor {
+			continue
+		}
+		if err := os.WriteFile(path, []byte(strconv.Itoa(floor)), 0o644); err != nil {
+			return fmt.Errorf("raising %s to %d (real nodes share root's inotify budget): %w", path, floor, err)
+		}
+	}
+	return nil
 }
