@@ -56,10 +56,11 @@ type trafficRack struct {
 // trafficRacks is how many real-pods racks the traffic tests share. Bringing
 // one up (three real nodes, MetalLB, Traefik) costs minutes, an app on it
 // seconds; a test holds a rack for its whole run (it owns the rack's apps),
-// so three let three tests run side by side (make test's -parallel 3). They
-// are the longest chain of make test: its other tests end well before them,
-// leaving the CPU a third rack needs (measured cold: two racks 23 minutes).
-const trafficRacks = 3
+// so two let two tests run side by side (-parallel), which halves the
+// traffic tests' wall time. A third did not shorten a cold make test (run
+// 10: 23 minutes with three racks, as with two: the machine's two cores were
+// the limit) and put a dozen real nodes up at once.
+const trafficRacks = 2
 
 // racks are the real-pods racks the traffic tests and benchmarks share.
 // slots holds one entry per rack that may exist: a free rack, or nil for one
