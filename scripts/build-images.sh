@@ -91,8 +91,9 @@ export GONOSUMDB='github.com/nrdcg/*'
 # SDKs are 35 % of Traefik's source, and the test rack issues no certificates.
 # The copy and the wrapper's module files go to a private folder (a replace
 # line to it), which a build killed half-way leaves for the pruning above.
+tkey=$(key "$t/go.mod" "$t/go.sum" "$t/tools.go" "$stub")
 src=
-if [ ! -f "$cache/traefik-$v-$(key "$t/go.mod" "$t/go.sum" "$t/tools.go" "$stub")/.done" ]; then
+if [ ! -f "$cache/traefik-$v-$tkey/.done" ]; then
 	src=$(mktemp -d "$cache/.build-src-traefik.XXXXXX")
 	cp "$t/go.mod" "$t/go.sum" "$t/tools.go" "$src/"
 	lego=$(cd "$src" && go mod download github.com/go-acme/lego/v4 && go list -m -f '{{.Dir}}' github.com/go-acme/lego/v4)
@@ -103,7 +104,7 @@ if [ ! -f "$cache/traefik-$v-$(key "$t/go.mod" "$t/go.sum" "$t/tools.go" "$stub"
 	cp "$stub" "$src/lego/providers/dns/"
 	(cd "$src" && go mod edit -replace github.com/go-acme/lego/v4=./lego)
 fi
-build traefik "$v" "$(key "$t/go.mod" "$t/go.sum" "$t/tools.go" "$stub")" "${src:-$t}" \
+build traefik "$v" "$tkey" "${src:-$t}" \
 	"-X github.com/traefik/traefik/v3/pkg/version.Version=$v -X github.com/traefik/traefik/v3/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
 	github.com/traefik/traefik/v3/cmd/traefik
 traefikdir=$out
