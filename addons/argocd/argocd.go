@@ -10,7 +10,6 @@ import (
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -62,7 +61,7 @@ type ArgoCD struct {
 	pulumi.ResourceState
 
 	Namespace pulumi.StringOutput
-	Release   *helmv3.Release
+	Release   *chart.HelmRelease
 	RootApp   *apiextensions.CustomResource
 	// Address is the URL of the Argo CD server (UI and API).
 	Address pulumi.StringOutput
@@ -113,7 +112,7 @@ func NewArgoCD(ctx *pulumi.Context, name string, args *ArgoCDArgs, opts ...pulum
 		addr = URL(args.LoadBalancerIP)
 	}
 	// Derived from the release: the address answers once Argo CD is up.
-	a.Address = a.Release.Status.ApplyT(func(helmv3.ReleaseStatus) string { return addr }).(pulumi.StringOutput)
+	a.Address = a.Release.Status.ApplyT(func(map[string]any) string { return addr }).(pulumi.StringOutput)
 
 	if err := ctx.RegisterResourceOutputs(a, pulumi.Map{
 		"namespace": a.Namespace,

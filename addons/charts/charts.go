@@ -19,8 +19,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
-	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 	"gopkg.in/yaml.v3"
 )
 
@@ -51,30 +49,33 @@ func (p Pinned) PullCommand(dir string) string {
 // a local file or folder.
 func IsRemote(ref string) bool { return strings.Contains(ref, "://") }
 
-// Apply points args at the chart. source is where it comes from: empty for
-// the pinned upstream repository; an oci:// mirror of the same pinned
-// version; or an absolute path to a packaged chart (.tgz) or a chart folder,
-// installed as it is (its Chart.yaml says the version; Check has verified it).
-func (p Pinned) Apply(args *helmv3.ReleaseArgs, source string) error {
+// Ref is what a Helm release is told about its chart: Chart alone is a
+// local archive or folder; with Version, a chart in Repo (or, Repo empty,
+// an oci:// reference).
+type Ref struct {
+	Chart, Version, Repo string
+}
+
+// Ref says where the chart comes from. source is empty for the pinned
+// upstream repository; an oci:// mirror of the same pinned version; or an
+// absolute path to a packaged chart (.tgz) or a chart folder, installed as
+// it is (its Chart.yaml says the version; Check has verified it).
+func (p Pinned) Ref(source string) (Ref, error) {
 	switch {
 	case source == "":
-		args.Chart = pulumi.String(p.Name)
-		args.Version = pulumi.String(p.Version)
-		args.RepositoryOpts = &helmv3.RepositoryOptsArgs{Repo: pulumi.String(p.Repo)}
+		return Ref{Chart: p.Name, Version: p.Version, Repo: p.Repo}, nil
 	case strings.HasPrefix(source, "oci://"):
 		// A mirror carries the same pinned version; the reference names the chart.
-		args.Chart = pulumi.String(source)
-		args.Version = pulumi.String(p.Version)
+		return Ref{Chart: source, Version: p.Version}, nil
 	case IsRemote(source):
-		return fmt.Errorf("chart %q: use a packaged chart (.tgz), a chart folder or an oci:// mirror of %s %s", source, p.Name, p.Version)
+		return Ref{}, fmt.Errorf("chart %q: use a packaged chart (.tgz), a chart folder or an oci:// mirror of %s %s", source, p.Name, p.Version)
 	case !filepath.IsAbs(source):
 		// Relative paths are resolved by the caller (against the inventory's
 		// folder); here they would depend on the working directory.
-		return fmt.Errorf("chart %q must be an absolute path", source)
+		return Ref{}, fmt.Errorf("chart %q must be an absolute path", source)
 	default:
-		args.Chart = pulumi.String(filepath.Clean(source))
+		return Ref{Chart: filepath.Clean(source)}, nil
 	}
-	return nil
 }
 
 // Meta is what a local chart says about itself.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 
 	corev1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/core/v1"
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -62,7 +61,7 @@ type Longhorn struct {
 	pulumi.ResourceState
 
 	Namespace    pulumi.StringOutput
-	Release      *helmv3.Release
+	Release      *chart.HelmRelease
 	StorageClass pulumi.StringOutput
 }
 
@@ -115,7 +114,7 @@ func NewLonghorn(ctx *pulumi.Context, name string, args *LonghornArgs, opts ...p
 		return nil, err
 	}
 	// Derived from the release so that whoever uses the class waits for it.
-	l.StorageClass = l.Release.Status.ApplyT(func(helmv3.ReleaseStatus) string { return StorageClass }).(pulumi.StringOutput)
+	l.StorageClass = l.Release.Status.ApplyT(func(map[string]any) string { return StorageClass }).(pulumi.StringOutput)
 
 	if err := ctx.RegisterResourceOutputs(l, pulumi.Map{
 		"namespace":    l.Namespace,

@@ -10,7 +10,6 @@ import (
 
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes"
 	"github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/apiextensions"
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	metav1 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/meta/v1"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
@@ -76,7 +75,7 @@ type MetalLB struct {
 	pulumi.ResourceState
 
 	Namespace pulumi.StringOutput
-	Release   *helmv3.Release
+	Release   *chart.HelmRelease
 	// Serving is the release and every pool, advertisement and peer: what a
 	// LoadBalancer Service needs before it gets an address. Depend on these,
 	// not on the component: a component expands only to the children
@@ -119,7 +118,7 @@ func NewMetalLB(ctx *pulumi.Context, name string, args *MetalLBArgs, opts ...pul
 		}
 	}
 	// Derived from the release: the addresses are served once MetalLB runs.
-	m.Ranges = m.Release.Status.ApplyT(func(helmv3.ReleaseStatus) map[string][]string { return ranges }).(pulumi.StringArrayMapOutput)
+	m.Ranges = m.Release.Status.ApplyT(func(map[string]any) map[string][]string { return ranges }).(pulumi.StringArrayMapOutput)
 
 	if err := ctx.RegisterResourceOutputs(m, pulumi.Map{
 		"namespace": m.Namespace,

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	helmv3 "github.com/pulumi/pulumi-kubernetes/sdk/v4/go/kubernetes/helm/v3"
 	"github.com/pulumi/pulumi/sdk/v3/go/pulumi"
 
 	"github.com/homelab/rack/addons/charts"
@@ -56,7 +55,7 @@ type Traefik struct {
 	pulumi.ResourceState
 
 	Namespace pulumi.StringOutput
-	Release   *helmv3.Release
+	Release   *chart.HelmRelease
 	// Address is http://<LoadBalancerIP> once Traefik serves, "" when
 	// MetalLB picks the address.
 	Address pulumi.StringOutput
@@ -88,7 +87,7 @@ func NewTraefik(ctx *pulumi.Context, name string, args *TraefikArgs, opts ...pul
 		addr = "http://" + args.LoadBalancerIP
 	}
 	// Derived from the release: the address answers once Traefik is up.
-	t.Address = t.Release.Status.ApplyT(func(helmv3.ReleaseStatus) string { return addr }).(pulumi.StringOutput)
+	t.Address = t.Release.Status.ApplyT(func(map[string]any) string { return addr }).(pulumi.StringOutput)
 
 	if err := ctx.RegisterResourceOutputs(t, pulumi.Map{
 		"namespace": t.Namespace,

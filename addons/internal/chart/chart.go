@@ -6,5 +6,5 @@ package chart
 import "github.com/homelab/rack/addons/charts"
 
 // Pinned is a chart in an upstream Helm repository at an exact version;
-// Apply points a Release at it (see charts.Pinned.Apply).
+// Ref says where a Release finds it (see charts.Pinned.Ref).
 type Pinned = charts.Pinned
