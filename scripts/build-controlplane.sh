@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test rack's Kubernetes binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubelet, kube-proxy and kubectl from k8s.io/kubernetes, kwok, and
-# k3s' SQLite datastore kine) into a git-ignored cache keyed by the wrapper modules,
-# and installs Debian's etcd and etcdctl.
+# kube-scheduler, kubelet, kube-proxy and kubectl from k8s.io/kubernetes, kwok,
+# etcd with etcdctl and etcdutl, and k3s' SQLite datastore kine) into a git-ignored
+# cache keyed by the wrapper modules.
 # All of them come from ONE `go build`: they share most packages, and a single
 # build compiles each shared package once (cold: see the README's timings).
 # Prints the folder holding the binaries on its last line.
@@ -25,20 +25,6 @@ key=$( (cat go.mod go.sum tools.go kine/go.mod kine/go.sum kine/tools.go && echo
 out="${CACHE_DIR:-$(cd ../.. && pwd)/.cache}/controlplane/${K8S_VERSION}-${key}"
 mkdir -p "$out"
 
-need_pkgs=()
-for p in etcd:etcd-server etcdctl:etcd-client; do
-	command -v "${p%%:*}" >/dev/null 2>&1 || need_pkgs+=("${p#*:}")
-done
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	if [ "$(id -u)" -ne 0 ]; then
-		echo "missing ${need_pkgs[*]}: apt-get install them (needs root)" >&2
-		exit 1
-	fi
-	echo "== installing ${need_pkgs[*]}" >&2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null; }
-fi
-
 if [ "${1:-}" = kubelet ]; then
 	v=${2:?usage: build-controlplane.sh kubelet VERSION}
 	case "$v" in v[0-9]*.[0-9]*.[0-9]*) ;; *) echo "kubelet version $v: expected vX.Y.Z[+k3sN]" >&2; exit 2 ;; esac
@@ -56,7 +42,12 @@ if [ "${1:-}" = kubelet ]; then
 	exit 0
 fi
 
-bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kwok)
+# etcd as k3s v1.36 embeds it (3.6): Debian's 3.4 is older than Kubernetes
+# 1.36 supports, and its API servers turned watch progress requests off
+# (etcd < 3.4.31), so kwok's streaming lists failed and a Node could go
+# NotReady without a lease renewal (seen in a cold run: a refused `rack node
+# remove`). The etcd binary is the server module's main package.
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kwok etcd etcdctl etcdutl)
 missing=0
 for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing=1; done
 if [ $missing -eq 1 ]; then
@@ -72,8 +63,12 @@ if [ $missing -eq 1 ]; then
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
 		k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl \
-		sigs.k8s.io/kwok/cmd/kwok
+		sigs.k8s.io/kwok/cmd/kwok \
+		go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3 go.etcd.io/etcd/etcdutl/v3
+	mv -f "$tmp/server" "$tmp/etcd" # go build names it after its module path
 	for b in "${bins[@]}"; do mv -f "$tmp/$b" "$out/$b"; done
+	# Removed here: the EXIT trap sees only the last folder made (kine's, below).
+	rm -rf "$tmp"
 fi
 # SQLite as kine's own build script (and k3s) compile it: with the dbstat
 # table, which kine's etcd Status call reads for the database size. Without
@@ -89,5 +84,6 @@ if [ ! -x "$out/kine" ] || [ "$(cat "$out/kine.cflags" 2>/dev/null)" != "$kine_c
 	echo "$kine_cflags" >"$tmp/kine.cflags"
 	mv -f "$tmp/kine" "$out/kine"
 	mv -f "$tmp/kine.cflags" "$out/kine.cflags"
+	rm -rf "$tmp"
 fi
 echo "$out"

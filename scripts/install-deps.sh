@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test rack needs, only when missing: OpenSSH
-# for the test hosts, etcd for the servers, containerd, runc, the CNI plugins,
+# for the test hosts, containerd, runc, the CNI plugins,
 # iptables and conntrack for the hosts that run real pods, curl to reach them.
 set -euo pipefail
 need=()
@@ -10,8 +10,6 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v sudo >/dev/null 2>&1 || need+=(sudo)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
-command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 [ -x /usr/bin/containerd ] || need+=(containerd)
 [ -x /usr/sbin/runc ] || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)

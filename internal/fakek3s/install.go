@@ -138,7 +138,7 @@ func WriteControlPlane(h Host, cp *cpfile.ControlPlane) error {
 // account keys) and names the binaries its servers run: what k3s' first
 // server generates and keeps in its datastore for the others.
 func NewControlPlane(b testcluster.Binaries) (*cpfile.ControlPlane, error) {
-	for _, p := range []string{b.Etcd, b.Etcdctl, b.Kine, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.KubeProxy} {
+	for _, p := range []string{b.Etcd, b.Etcdctl, b.Etcdutl, b.Kine, b.APIServer, b.ControllerManager, b.Scheduler, b.Kubelet, b.KubeProxy} {
 		if err := testrack.SeenByHosts(p); err != nil {
 			return nil, err
 		}
@@ -159,7 +159,7 @@ func NewControlPlane(b testcluster.Binaries) (*cpfile.ControlPlane, error) {
 		CAPEM: string(ca.CertPEM), CAKeyPEM: string(ca.KeyPEM),
 		CertPEM: string(admin.CertPEM), KeyPEM: string(admin.KeyPEM),
 		SAKeyPEM: string(saKey), SAPubPEM: string(saPub),
-		Bin: cpfile.Binaries{Etcd: b.Etcd, Etcdctl: b.Etcdctl, Kine: b.Kine,
+		Bin: cpfile.Binaries{Etcd: b.Etcd, Etcdctl: b.Etcdctl, Etcdutl: b.Etcdutl, Kine: b.Kine,
 			APIServer: b.APIServer, ControllerManager: b.ControllerManager, Scheduler: b.Scheduler,
 			Kubelet: b.Kubelet, KubeProxy: b.KubeProxy},
 	}, nil

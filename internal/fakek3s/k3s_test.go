@@ -295,7 +295,7 @@ systemctl restart k3s`)
 		t.Cleanup(func() { _, _ = exec1(t, second, "systemctl disable --now k3s") })
 		waitNodeReady(t, ctx, cs, second.Name)
 		etcdctl := func(args string) string {
-			return mustExec(t, server, "ETCDCTL_API=3 "+c.Bin.Etcdctl+" --endpoints http://127.0.0.1:2379 "+args)
+			return mustExec(t, server, c.Bin.Etcdctl+" --endpoints http://127.0.0.1:2379 "+args)
 		}
 		members := func() string { return etcdctl("member list") }
 		for _, h := range []*testrack.Host{server, second} {

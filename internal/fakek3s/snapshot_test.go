@@ -137,7 +137,7 @@ func TestFakeK3sSnapshotAndReset(t *testing.T) {
 		out, code := exec1(t, server, "ls /var/lib/rancher/k3s/server/db/reset-flag")
 		return code != 0, out
 	})
-	members := mustExec(t, server, "ETCDCTL_API=3 "+c.Bin.Etcdctl+" --endpoints http://127.0.0.1:2379 member list")
+	members := mustExec(t, server, c.Bin.Etcdctl+" --endpoints http://127.0.0.1:2379 member list")
 	if strings.Count(members, "\n") != 0 || !strings.Contains(members, ", srv, ") {
 		t.Errorf("etcd members after the restore:\n%s", members)
 	}

@@ -23,10 +23,10 @@ const EnvControlPlaneDir = "RACK_CONTROLPLANE_DIR"
 // Binaries are the executables of a control plane.
 type Binaries struct {
 	Etcd, APIServer, ControllerManager, Scheduler, Kwok string
-	// Etcdctl, Kine (k3s' SQLite datastore), Kubelet, KubeProxy and Kubectl
-	// serve the test rack's fake k3s servers, its real nodes, and
+	// Etcdctl, Etcdutl, Kine (k3s' SQLite datastore), Kubelet, KubeProxy and
+	// Kubectl serve the test rack's fake k3s servers, its real nodes, and
 	// side-by-side benchmarks.
-	Etcdctl, Kine, Kubelet, KubeProxy, Kubectl string
+	Etcdctl, Etcdutl, Kine, Kubelet, KubeProxy, Kubectl string
 	// KwokStages is kwok's configuration: the default node and pod stages
 	// (kwok has none built in; kwokctl normally supplies them).
 	KwokStages []byte
@@ -64,21 +64,13 @@ func FindBinaries(ctx context.Context, logf func(string, ...any)) (Binaries, err
 		Kubelet:           filepath.Join(dir, "kubelet"),
 		KubeProxy:         filepath.Join(dir, "kube-proxy"),
 		Kubectl:           filepath.Join(dir, "kubectl"),
+		Etcd:              filepath.Join(dir, "etcd"),
+		Etcdctl:           filepath.Join(dir, "etcdctl"),
+		Etcdutl:           filepath.Join(dir, "etcdutl"),
 	}
-	for _, p := range []string{b.APIServer, b.ControllerManager, b.Scheduler, b.Kwok, b.Kine, b.Kubelet, b.KubeProxy, b.Kubectl} {
+	for _, p := range []string{b.APIServer, b.ControllerManager, b.Scheduler, b.Kwok, b.Kine, b.Kubelet, b.KubeProxy, b.Kubectl, b.Etcd, b.Etcdctl, b.Etcdutl} {
 		if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
-			return Binaries{}, fmt.Errorf("%w: %s is missing or not executable", errNoBinaries, p)
-		}
-	}
-	for _, e := range []struct {
-		p         *string
-		name, pkg string
-	}{{&b.Etcd, "etcd", "etcd-server"}, {&b.Etcdctl, "etcdctl", "etcd-client"}} {
-		*e.p = filepath.Join(dir, e.name)
-		if _, err := os.Stat(*e.p); err != nil {
-			if *e.p, err = exec.LookPath(e.name); err != nil {
-				return Binaries{}, fmt.Errorf("%w: %s not found (apt-get install %s)", errNoBinaries, e.name, e.pkg)
-			}
+			return Binaries{}, fmt.Errorf("%w: %s is missing or not executable (scripts/build-controlplane.sh builds it)", errNoBinaries, p)
 		}
 	}
 	stages, err := kwokStages(ctx, dir, root)

@@ -42,7 +42,6 @@ func TestKineAnswersStatusLikeK3s(t *testing.T) {
 	var out []byte
 	for {
 		cmd := exec.CommandContext(ctx, b.Etcdctl, "--endpoints", "http://"+addr, "endpoint", "status", "-w", "json")
-		cmd.Env = append(cmd.Environ(), "ETCDCTL_API=3")
 		if out, err = cmd.CombinedOutput(); err == nil {
 			break
 		}

@@ -397,7 +397,7 @@ func (l *Lab) Clientset() *kubernetes.Clientset {
 // EtcdMembers lists the etcd members as the named server's etcd sees them
 // (their names), through etcdctl on that host.
 func (l *Lab) EtcdMembers(ctx context.Context, server string) ([]string, error) {
-	out, err := l.hosts[server].Exec(ctx, "ETCDCTL_API=3 "+nodes.Quote(l.CP.Bin.Etcdctl)+" --endpoints http://127.0.0.1:2379 --dial-timeout 5s member list")
+	out, err := l.hosts[server].Exec(ctx, nodes.Quote(l.CP.Bin.Etcdctl)+" --endpoints http://127.0.0.1:2379 --dial-timeout 5s member list")
 	if err != nil {
 		return nil, err
 	}

@@ -45,7 +45,7 @@ type ControlPlane struct {
 
 // Binaries are paths on the machine (test hosts share its file system).
 type Binaries struct {
-	Etcd, Etcdctl, Kine                     string
+	Etcd, Etcdctl, Etcdutl, Kine            string
 	APIServer, ControllerManager, Scheduler string
 	// Kubelet and KubeProxy are needed only with RealNode. Kubelets are
 	// kubelets stamped with a k3s version (as k3s' embedded kubelet reports

@@ -213,7 +213,6 @@ func etcdctl(ctx context.Context, bin, endpoint string, args ...string) (string,
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"--endpoints", endpoint, "--dial-timeout", "5s"}, args...)...)
-	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }

@@ -35,7 +35,7 @@ import (
 //
 //	k3s server --cluster-reset [--cluster-reset-restore-path FILE]
 //	    with FILE: moves <db>/etcd aside to <db>/etcd-old-<unix time>,
-//	    restores FILE into a fresh <db>/etcd (`etcdctl snapshot restore`,
+//	    restores FILE into a fresh <db>/etcd (`etcdutl snapshot restore`,
 //	    one member: this node); without: restarts the existing etcd as a
 //	    new one-member cluster (--force-new-cluster), refused when
 //	    <db>/reset-flag exists (a reset already happened). Either way it
@@ -461,7 +461,8 @@ func clusterReset(ctx context.Context, s *settings, restore string, log *logger)
 			log.infof("Pre-restore etcd database moved to %s", old)
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		out, err := exec.CommandContext(rctx, cp.Bin.Etcdctl, "snapshot", "restore", restore,
+		// etcdutl: etcd 3.6's etcdctl no longer restores (k3s restores in-process).
+		out, err := exec.CommandContext(rctx, cp.Bin.Etcdutl, "snapshot", "restore", restore,
 			"--name", n.name, "--data-dir", etcdDir, "--initial-cluster", n.name+"="+peer,
 			"--initial-cluster-token", "k3s", "--initial-advertise-peer-urls", peer).CombinedOutput()
 		cancel()
@@ -496,7 +497,6 @@ func clusterReset(ctx context.Context, s *settings, restore string, log *logger)
 	}
 	gctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	cmd := exec.CommandContext(gctx, cp.Bin.Etcdctl, "--endpoints", local, "get", recordKey, "--print-value-only")
-	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	rec, err := cmd.Output()
 	cancel()
 	if err != nil {
