@@ -62,8 +62,8 @@ if [ "$(id -u)" -eq 0 ]; then
 	export RACK_IMAGES_DIR
 fi
 
-# rack's own packages and their dependencies (the pulumi-kubernetes SDK, the
-# Kubernetes client libraries), compiled once, in one process: the `go test`
+# rack's own packages and their dependencies (the Kubernetes client
+# libraries, the pulumi SDK), compiled once, in one process: the `go test`
 # runs below would otherwise compile the same packages side by side, twice.
 # After the control plane, whose Kubernetes libraries they share (same
 # versions): two builds compiling a package at the same time both compile it

@@ -51,6 +51,9 @@ type Desired struct {
 	// FirstServer is set on the server every other node joins and whose
 	// kubeconfig rack fetches.
 	FirstServer bool
+	// EtcdMember is set on a server of a cluster on embedded etcd (more
+	// than one server): k3s names its etcd member on its Node.
+	EtcdMember bool
 }
 
 // Observed is what rack found on the node (and about it in the API).
@@ -358,7 +361,7 @@ func (p *planner) service() {
 		p.step("fetch the kubeconfig", "rack reaches the cluster's API through the first server", fetchKubeconfig())
 	}
 	if why != "" {
-		p.step("wait until Ready at "+d.Version, "only the new version on a Ready Node proves the restart took effect", waitReady(d.Node.Name, d.Version, d.Unit))
+		p.step("wait until Ready at "+d.Version, "only the new version on a Ready Node proves the restart took effect", waitReady(d.Node.Name, d.Version, d.Unit, d.EtcdMember))
 		p.step("record what k3s runs from in "+nodes.AppliedPath, "the next run restarts k3s if this record and its files disagree", writeApplied(want))
 	}
 }

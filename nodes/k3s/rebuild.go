@@ -525,7 +525,7 @@ func startSteps(d Desired, x *run, after ...nodes.Step) []nodes.Step {
 	if d.FirstServer {
 		steps = append(steps, nodes.Step{Name: "fetch the kubeconfig", Why: "rack reaches the cluster's API through the first server", Do: fetchKubeconfig().bind(x)})
 	}
-	steps = append(steps, nodes.Step{Name: "wait until Ready at " + d.Version, Why: "only a Ready Node at the version proves the node is back", Do: waitReady(d.Node.Name, d.Version, d.Unit).bind(x)})
+	steps = append(steps, nodes.Step{Name: "wait until Ready at " + d.Version, Why: "only a Ready Node at the version proves the node is back", Do: waitReady(d.Node.Name, d.Version, d.Unit, d.EtcdMember).bind(x)})
 	steps = append(steps, after...)
 	steps = append(steps,
 		nodes.Step{Name: "record what k3s runs from in " + nodes.AppliedPath, Why: "the next rack up compares against it", Do: writeApplied(appliedFor(d)).bind(x)},

@@ -96,9 +96,20 @@ func rebuild(t *testing.T, lab *testlab.Lab, ro k3s.RebuildOptions) *k3s.Rebuild
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if _, err := p.Run(ctx, o); err != nil {
+		logJournals(t, lab)
 		t.Fatalf("rack rebuild: %v", err)
 	}
 	return p
+}
+
+// logJournals logs the tail of every node's k3s journal: what the fake k3s
+// (its etcd member controller, its datastore) said while rack waited.
+func logJournals(t *testing.T, lab *testlab.Lab) {
+	t.Helper()
+	for _, n := range lab.Spec.Nodes {
+		out, _ := lab.Host(n.Name).Exec(context.Background(), "journalctl -u k3s -u k3s-agent -n 40 --no-pager 2>&1")
+		t.Logf("%s: journalctl -u k3s -u k3s-agent -n 40:\n%s", n.Name, out)
+	}
 }
 
 // destroy does to a node what a dead SD card does: k3s stopped, its state,

@@ -85,3 +85,44 @@ func missingLabels(n *corev1.Node, want map[string]string) string {
 	sort.Strings(out)
 	return strings.Join(out, ", ")
 }
+
+// The annotations k3s' etcd metadata controller puts on a server's Node:
+// its etcd member's name and peer address. k3s removes the member of a
+// deleted Node through them; without them it keeps the Node's finalizer.
+const (
+	AnnotationEtcdName    = "etcd.k3s.cattle.io/node-name"
+	AnnotationEtcdAddress = "etcd.k3s.cattle.io/node-address"
+)
+
+// WaitEtcdMember waits until a server's Node carries the etcd member
+// annotations, which k3s writes shortly after the Node registers.
+func WaitEtcdMember(ctx context.Context, cs kubernetes.Interface, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	last := "not registered with the API server yet"
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			if n.Annotations[AnnotationEtcdName] != "" && n.Annotations[AnnotationEtcdAddress] != "" {
+				return nil
+			}
+			last = "Ready, but without " + AnnotationEtcdName + " and " + AnnotationEtcdAddress
+		case apierrors.IsNotFound(err):
+			last = "not registered with the API server yet"
+		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		default:
+			last = "API server: " + err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("node %s: k3s did not name its etcd member on the Node within %s (%s): its etcd member controller has not seen it; look at the k3s log on the node (journalctl -u k3s)", name, timeout, last)
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
