@@ -28,24 +28,41 @@ func NodeReady(n *corev1.Node) bool {
 // carries labels. A restarted node stays Ready from before its restart for a
 // while, so only the new version and labels prove the new config took effect.
 func WaitReady(ctx context.Context, cs kubernetes.Interface, name, version string, labels map[string]string, timeout time.Duration) error {
+	last, err := pollNode(ctx, cs, name, timeout, 500*time.Millisecond, func(n *corev1.Node) (bool, string) {
+		ready := NodeReady(n)
+		missing := missingLabels(n, labels)
+		if ready && (version == "" || n.Status.NodeInfo.KubeletVersion == version) && missing == "" {
+			return true, ""
+		}
+		if ready && missing != "" {
+			return false, "Ready, but without label(s) " + missing
+		}
+		return false, describeNode(n, ready, version)
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("node %s did not become Ready within %s: %s; look at the k3s log on the node (journalctl -u k3s or k3s-agent)", name, timeout, last)
+	}
+	return err
+}
+
+// pollNode reads the Node every interval until done accepts it, and
+// returns the last reason done (or the API) gave for waiting on; the error
+// is the context's when timeout or ctx ends first.
+func pollNode(ctx context.Context, cs kubernetes.Interface, name string, timeout, every time.Duration, done func(*corev1.Node) (bool, string)) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	last := "not registered with the API server yet"
-	tick := time.NewTicker(500 * time.Millisecond)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		switch {
 		case err == nil:
-			ready := NodeReady(n)
-			missing := missingLabels(n, labels)
-			if ready && (version == "" || n.Status.NodeInfo.KubeletVersion == version) && missing == "" {
-				return nil
+			ok, why := done(n)
+			if ok {
+				return "", nil
 			}
-			last = describeNode(n, ready, version)
-			if ready && missing != "" {
-				last = "Ready, but without label(s) " + missing
-			}
+			last = why
 		case apierrors.IsNotFound(err):
 			last = "not registered with the API server yet"
 		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
@@ -54,10 +71,7 @@ func WaitReady(ctx context.Context, cs kubernetes.Interface, name, version strin
 		}
 		select {
 		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("node %s did not become Ready within %s: %s; look at the k3s log on the node (journalctl -u k3s or k3s-agent)", name, timeout, last)
-			}
-			return ctx.Err()
+			return last, ctx.Err()
 		case <-tick.C:
 		}
 	}
@@ -97,32 +111,14 @@ const (
 // WaitEtcdMember waits until a server's Node carries the etcd member
 // annotations, which k3s writes shortly after the Node registers.
 func WaitEtcdMember(ctx context.Context, cs kubernetes.Interface, name string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := "not registered with the API server yet"
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		switch {
-		case err == nil:
-			if n.Annotations[AnnotationEtcdName] != "" && n.Annotations[AnnotationEtcdAddress] != "" {
-				return nil
-			}
-			last = "Ready, but without " + AnnotationEtcdName + " and " + AnnotationEtcdAddress
-		case apierrors.IsNotFound(err):
-			last = "not registered with the API server yet"
-		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
-		default:
-			last = "API server: " + err.Error()
+	last, err := pollNode(ctx, cs, name, timeout, 250*time.Millisecond, func(n *corev1.Node) (bool, string) {
+		if n.Annotations[AnnotationEtcdName] != "" && n.Annotations[AnnotationEtcdAddress] != "" {
+			return true, ""
 		}
-		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("node %s: k3s did not name its etcd member on the Node within %s (%s): its etcd member controller has not seen it; look at the k3s log on the node (journalctl -u k3s)", name, timeout, last)
-			}
-			return ctx.Err()
-		case <-tick.C:
-		}
+		return false, "Ready, but without " + AnnotationEtcdName + " and " + AnnotationEtcdAddress
+	})
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("node %s: k3s did not name its etcd member on the Node within %s (%s): its etcd member controller has not seen it; look at the k3s log on the node (journalctl -u k3s)", name, timeout, last)
 	}
+	return err
 }
