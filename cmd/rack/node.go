@@ -214,7 +214,7 @@ other node; it waits until the Node is Ready, then re-runs the platform stacks
 			if err != nil {
 				return fail(err)
 			}
-			if err := kube.WaitReady(ctx, cs, name, plan.Version, nil, o.ReadyTimeout); err != nil {
+			if err := kube.WaitReady(ctx, cs, name, plan.Version, false, o.ReadyTimeout); err != nil {
 				return fail(err)
 			}
 			fmt.Fprintf(g.stdout, "node %s is Ready at %s\n", name, plan.Version)

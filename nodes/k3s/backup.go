@@ -364,7 +364,7 @@ func (p *BackupPlan) waitReady(ctx context.Context, h *nodes.Host) error {
 	if err != nil {
 		return err
 	}
-	return kube.WaitReady(ctx, cs, h.Target.Name, "", nil, p.opts.readyTimeout())
+	return kube.WaitReady(ctx, cs, h.Target.Name, "", false, p.opts.readyTimeout())
 }
 
 // download copies the backup here; Download checks its sha256 against the

@@ -305,7 +305,7 @@ func desiredFor(ctx context.Context, inv *inventory.Inventory, n inventory.Node,
 	servers := inv.Servers()
 	return Desired{Node: n, Version: inv.Cluster.K3s.Version, Arch: arch, BinarySHA256: sum, Images: images, Config: cfg, Unit: unit,
 		Packages: storagePackages(n), Dirs: localDirs(inv, n), FirstServer: len(servers) > 0 && servers[0].Name == n.Name,
-		EtcdMember: n.IsServer() && len(servers) > 1}, nil
+		EtcdMember: n.IsServer() && embeddedEtcd(inv)}, nil
 }
 
 func nodePath(inv *inventory.Inventory, n inventory.Node) string {

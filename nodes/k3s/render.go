@@ -60,6 +60,11 @@ func Role(n inventory.Node) string {
 // ServerURL is the URL nodes use to reach an API server.
 func ServerURL(host string) string { return kube.ServerURL(host, APIPort) }
 
+// embeddedEtcd reports whether the cluster's servers share k3s' embedded
+// etcd: with more than one server (the first runs cluster-init); a single
+// server keeps k3s' default SQLite.
+func embeddedEtcd(inv *inventory.Inventory) bool { return len(inv.Servers()) > 1 }
+
 // JoinURL is the server a node joins: joining servers go to the first server
 // (an existing etcd member), agents to the cluster's apiEndpoint.
 func JoinURL(inv *inventory.Inventory, n inventory.Node) string {
@@ -82,8 +87,7 @@ func Config(inv *inventory.Inventory, n inventory.Node, token string) ([]byte, e
 	if url := JoinURL(inv, n); url != "" {
 		m.add("server", url)
 	}
-	servers := inv.Servers()
-	if n.IsServer() && len(servers) > 1 && servers[0].Name == n.Name {
+	if servers := inv.Servers(); embeddedEtcd(inv) && n.IsServer() && servers[0].Name == n.Name {
 		// Several servers: the first initialises embedded etcd, the others join it.
 		m.add("cluster-init", true)
 	}

@@ -242,22 +242,14 @@ func fetchKubeconfig() stepFunc {
 }
 
 // waitReady waits until the Node is Ready at version and, for a server on
-// embedded etcd, until k3s has named its etcd member on the Node: until
-// then k3s cannot remove that member when the Node is deleted (it keeps
-// the Node's finalizer for good), so a removal or rebuild right after this
-// run would hang.
+// embedded etcd, named after its etcd member (see kube.WaitReady).
 func waitReady(name, version string, u Unit, etcdMember bool) stepFunc {
 	return func(ctx context.Context, x *run, h *nodes.Host) error {
 		cs, err := x.client()
 		if err != nil {
 			return err
 		}
-		start := time.Now()
-		err = kube.WaitReady(ctx, cs, name, version, nil, x.opts.readyTimeout())
-		if err == nil && etcdMember {
-			err = kube.WaitEtcdMember(ctx, cs, name, max(x.opts.readyTimeout()-time.Since(start), time.Second))
-		}
-		if err != nil {
+		if err := kube.WaitReady(ctx, cs, name, version, etcdMember, x.opts.readyTimeout()); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}

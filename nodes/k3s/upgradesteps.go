@@ -199,7 +199,7 @@ func (u *Upgrader) UpgradeSteps(ctx context.Context, name, version string, obs O
 	rec := Applied{Version: version, Binary: sum, Config: configRestartSum([]byte(f.K3sConfig)), Unit: sha256Hex([]byte(f.K3sUnit)), Env: obs.EnvSHA256}
 	steps = append(steps,
 		nodes.Step{Name: "restart " + svc, Why: "k3s runs the new binary only once restarted", Do: bind(restart(unit, svc))},
-		nodes.Step{Name: "wait until Ready at " + version, Why: "only the new version on a Ready Node proves the upgrade took effect", Do: bind(waitReady(name, version, unit, n.IsServer() && len(u.inv.Servers()) > 1))},
+		nodes.Step{Name: "wait until Ready at " + version, Why: "only the new version on a Ready Node proves the upgrade took effect", Do: bind(waitReady(name, version, unit, n.IsServer() && embeddedEtcd(u.inv)))},
 		nodes.Step{Name: "record what k3s runs from in " + nodes.AppliedPath, Why: "rack plan and a resumed upgrade compare the node with this record", Do: bind(writeApplied(rec))},
 	)
 	if d.Skip == "" {
