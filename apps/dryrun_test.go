@@ -8,13 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/homelab/rack/addons/addontest"
-	"github.com/homelab/rack/apps"
-	"github.com/homelab/rack/internal/testcluster"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/homelab/rack/addons/addontest"
+	"github.com/homelab/rack/apps"
 )
 
 // TestServerSideDryRun sends every object of every case and release state
@@ -25,16 +25,9 @@ import (
 // server also judges every transition: an immutable field that changed
 // (a Deployment's selector) would be refused there.
 func TestServerSideDryRun(t *testing.T) {
-	c := testcluster.New(t)
-	srv, err := addontest.NewServer(c.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, srv := addontest.Start(t, (*addontest.Server).InstallTraefikCRDs)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := srv.InstallTraefikCRDs(ctx); err != nil {
-		t.Fatal(err)
-	}
 	namespace := func(name string) {
 		t.Helper()
 		ns := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name}}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -397,7 +398,7 @@ func TestConnectRetriesUntilSSHDIsBack(t *testing.T) {
 		done <- err
 	}()
 	// "The host reboots": sshd comes back after the first refusals.
-	waitFor(t, "a refused attempt", func() bool { return strings.Contains(logs.String(), "connect failed, retrying") })
+	testenv.WaitFor(t, testenv.Within(t, 20*time.Second), "a refused attempt", func() (bool, string) { return strings.Contains(logs.String(), "connect failed, retrying"), "" })
 	if err := host.StartSSHD(); err != nil {
 		t.Fatal(err)
 	}

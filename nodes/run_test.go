@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -59,7 +60,7 @@ func TestRunCancelClosesSession(t *testing.T) {
 		errc := make(chan error, 1)
 		go func() { errc <- h.Run(cctx, Sh(cmd), RunOptions{Privileged: privileged}) }()
 		// The sleep itself, by its argv (sh and sudo exec or wrap it).
-		waitFor(t, "the remote sleep to start", func() bool { return countProcs("sleep\x00313.25\x00") > 0 })
+		testenv.WaitFor(t, testenv.Within(t, 20*time.Second), "the remote sleep to start", func() (bool, string) { return countProcs("sleep\x00313.25\x00") > 0, "" })
 		cancel()
 		if err := <-errc; !errors.Is(err, context.Canceled) {
 			t.Fatalf("privileged=%v: want context.Canceled, got %v", privileged, err)
@@ -72,18 +73,6 @@ func TestRunCancelClosesSession(t *testing.T) {
 	// The connection stays usable.
 	if err := h.Run(ctx, Sh("true"), RunOptions{}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitFor polls cond for up to 20 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

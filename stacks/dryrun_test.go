@@ -4,44 +4,35 @@ import (
 	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/homelab/rack/addons/addontest"
 	"github.com/homelab/rack/addons/argocd"
 	"github.com/homelab/rack/addons/metallb"
-	"github.com/homelab/rack/internal/testcluster"
 )
 
 // apiServer starts the test control plane with the upstream CRDs of the
 // pinned charts installed, read from the Go module cache.
 func apiServer(t *testing.T) *addontest.Server {
 	t.Helper()
-	c := testcluster.New(t)
-	srv, err := addontest.NewServer(c.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var files []string
-	for _, src := range []struct{ module, pattern string }{
-		{metallb.CRDModule, "config/crd/bases/metallb.io_*.yaml"},
-		{argocd.CRDModule, "manifests/crds/application-crd.yaml"},
-	} {
-		dir, err := addontest.ModuleDir(ctx, src.module)
-		if err != nil {
-			t.Fatal(err)
+	_, srv := addontest.Start(t, func(srv *addontest.Server, ctx context.Context) error {
+		var files []string
+		for _, src := range []struct{ module, pattern string }{
+			{metallb.CRDModule, "config/crd/bases/metallb.io_*.yaml"},
+			{argocd.CRDModule, "manifests/crds/application-crd.yaml"},
+		} {
+			dir, err := addontest.ModuleDir(ctx, src.module)
+			if err != nil {
+				return err
+			}
+			f, err := addontest.CRDFiles(dir, src.pattern)
+			if err != nil {
+				return err
+			}
+			files = append(files, f...)
 		}
-		f, err := addontest.CRDFiles(dir, src.pattern)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, f...)
-	}
-	if err := srv.InstallCRDs(ctx, files...); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("installed %d upstream CRD files (%s, %s)", len(files), metallb.CRDModule, argocd.CRDModule)
+		t.Logf("installing %d upstream CRD files (%s, %s)", len(files), metallb.CRDModule, argocd.CRDModule)
+		return srv.InstallCRDs(ctx, files...)
+	})
 	return srv
 }
 

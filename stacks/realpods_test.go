@@ -27,7 +27,6 @@ import (
 	"github.com/homelab/rack/internal/testcluster"
 	"github.com/homelab/rack/internal/testlab"
 	"github.com/homelab/rack/inventory"
-	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
 )
 
@@ -56,18 +55,8 @@ func realPodsCluster(t *testing.T) *podsCluster {
 		{Name: "pods-server", Role: "server", Real: true},
 		{Name: "pods-agent", Role: "agent", Real: true},
 	}})
-	inv, ps, err := inventory.Load(lab.Inventory)
-	if err != nil || ps.HasErrors() {
-		t.Fatalf("lab inventory: %v %v", err, ps)
-	}
-	o, err := k3s.NewOptions(inv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Binaries.CacheDir = filepath.Join(lab.Dir, "cache")
-	o.Resolver = nodes.Resolver{Home: lab.Dir}
-	o.Kubeconfig = lab.Kubeconfig
-	o.ReadyTimeout = 3 * time.Minute
+	inv := lab.LoadInventory(t)
+	o := lab.K3sOptions(t, inv)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	plan, err := k3s.BuildPlan(ctx, inv, o)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +27,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
+
+	"github.com/homelab/rack/internal/testcluster"
 )
 
 // ModuleDir returns the folder of a module ("path@version") in the Go module
@@ -70,6 +73,24 @@ func NewServer(cfg *rest.Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))}, nil
+}
+
+// Start starts a test control plane (internal/testcluster) and returns it
+// with a Server on it, once install (InstallTraefikCRDs, or a function that
+// calls InstallCRDs) has put the CRDs the test needs there.
+func Start(t testing.TB, install func(*Server, context.Context) error) (*testcluster.Cluster, *Server) {
+	t.Helper()
+	c := testcluster.New(t)
+	srv, err := NewServer(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := install(srv, ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c, srv
 }
 
 // Dynamic returns the server's dynamic client.

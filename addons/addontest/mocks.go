@@ -103,6 +103,23 @@ func (m *Mocks) Find(typ, name string) (Resource, bool) {
 	return Resource{}, false
 }
 
+// Component returns the component of type typ named name and fails the test
+// unless every other resource registered is its child: one component per
+// addon, everything it creates parented to it.
+func (m *Mocks) Component(t testing.TB, typ, name string) Resource {
+	t.Helper()
+	comp, ok := m.Find(typ, name)
+	if !ok {
+		t.Fatalf("no %s component named %q", typ, name)
+	}
+	for _, r := range m.Resources() {
+		if r.Type != typ && r.Parent != comp.Key() {
+			t.Errorf("%s is parented to %q, want the component %s", r.Key(), r.Parent, comp.Key())
+		}
+	}
+	return comp
+}
+
 // OfType returns the resources of one type, in registration order.
 func (m *Mocks) OfType(typ string) []Resource {
 	return m.where(func(r Resource) bool { return r.Type == typ })

@@ -51,15 +51,7 @@ func TestArgoCD(t *testing.T) {
 				a.Address.ApplyT(func(s string) error { address = s; return nil })
 				return nil
 			})
-			comp, ok := m.Find(typComponent, "argocd")
-			if !ok {
-				t.Fatal("no component")
-			}
-			for _, r := range m.Resources() {
-				if r.Type != typComponent && r.Parent != comp.Key() {
-					t.Errorf("%s is parented to %q", r.Key(), r.Parent)
-				}
-			}
+			m.Component(t, typComponent, "argocd")
 			if address != tt.wantAddress {
 				t.Errorf("Address %q, want %q", address, tt.wantAddress)
 			}

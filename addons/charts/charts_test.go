@@ -1,9 +1,6 @@
 package charts_test
 
 import (
-	"archive/tar"
-	"compress/gzip"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,8 +114,10 @@ func TestCheck(t *testing.T) {
 	t.Run("argo-cd chart folder without redis-ha", func(t *testing.T) {
 		// A plain checkout of argo-helm's charts/argo-cd: Chart.yaml lists
 		// redis-ha, charts/ does not hold it.
-		dir := filepath.Join(t.TempDir(), "argo-cd")
-		extract(t, filepath.Join(upstream, argoCD.File()), filepath.Dir(dir))
+		dir := t.TempDir()
+		if err := charts.Unpack(filepath.Join(upstream, argoCD.File()), dir); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.RemoveAll(filepath.Join(dir, "charts")); err != nil {
 			t.Fatal(err)
 		}
@@ -135,8 +134,10 @@ func TestCheck(t *testing.T) {
 			}
 		}
 		// The same folder with its dependency vendored is fine.
-		complete := filepath.Join(t.TempDir(), "argo-cd")
-		extract(t, filepath.Join(upstream, argoCD.File()), filepath.Dir(complete))
+		complete := t.TempDir()
+		if err := charts.Unpack(filepath.Join(upstream, argoCD.File()), complete); err != nil {
+			t.Fatal(err)
+		}
 		n.Override = complete
 		if _, err := charts.Check([]charts.Need{n}, "", ""); err != nil {
 			t.Errorf("complete folder: %v", err)
@@ -182,43 +183,5 @@ func link(t *testing.T, from, to string) {
 	t.Helper()
 	if err := os.Symlink(from, to); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// extract unpacks a packaged chart into dir (its top-level folder inside).
-func extract(t *testing.T, archive, dir string) {
-	t.Helper()
-	f, err := os.Open(archive)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		p := filepath.Join(dir, filepath.FromSlash(h.Name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

@@ -58,20 +58,10 @@ func TestMetalLB(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m, ranges := run(t, &metallb.MetalLBArgs{Pools: tt.pools})
-			comp, ok := m.Find(typComponent, "metallb")
-			if !ok {
-				t.Fatal("no MetalLB component registered")
-			}
+			m.Component(t, typComponent, "metallb")
 			rel, ok := m.Find(typRelease, "metallb")
 			if !ok {
 				t.Fatal("no helm release")
-			}
-
-			// Every resource is the component's child.
-			for _, r := range m.Resources() {
-				if r.Type != typComponent && r.Parent != comp.Key() {
-					t.Errorf("%s is parented to %q, want the component", r.Key(), r.Parent)
-				}
 			}
 
 			ns, ok := m.Find(typNamespace, "metallb")

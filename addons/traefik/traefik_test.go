@@ -1,12 +1,8 @@
 package traefik_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,15 +53,7 @@ func TestTraefik(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			m, addr := run(t, tt.args)
-			comp, ok := m.Find(typComponent, "traefik")
-			if !ok {
-				t.Fatal("no Traefik component")
-			}
-			for _, r := range m.Resources() {
-				if r.Type != typComponent && r.Parent != comp.Key() {
-					t.Errorf("%s is parented to %q, want the component", r.Key(), r.Parent)
-				}
-			}
+			m.Component(t, typComponent, "traefik")
 			ns, ok := m.Find(typNamespace, "traefik")
 			if !ok || ns.Field("metadata.name") != traefik.DefaultNamespace {
 				t.Fatalf("namespace %v", ns.Field("metadata.name"))
@@ -133,19 +121,19 @@ func TestNamesAgree(t *testing.T) {
 // Traefik rack pins.
 func TestValuesAgainstTheChart(t *testing.T) {
 	archive := filepath.Join(addontest.ChartsDir(t), charts.Traefik.File())
-	files := readChart(t, archive, "traefik/values.schema.json", "traefik/Chart.yaml", "traefik/values.yaml")
+	files := readChart(t, archive, "values.schema.json", "Chart.yaml", "values.yaml")
 	var meta struct {
 		Version    string `yaml:"version"`
 		AppVersion string `yaml:"appVersion"`
 	}
-	if err := yaml.Unmarshal(files["traefik/Chart.yaml"], &meta); err != nil {
+	if err := yaml.Unmarshal(files["Chart.yaml"], &meta); err != nil {
 		t.Fatal(err)
 	}
 	if meta.Version != traefik.ChartVersion || meta.AppVersion != traefik.TraefikVersion {
 		t.Fatalf("%s is chart %s of Traefik %s, want %s of %s", archive, meta.Version, meta.AppVersion, traefik.ChartVersion, traefik.TraefikVersion)
 	}
 	c := jsonschema.NewCompiler()
-	if err := c.AddResource("values.schema.json", bytes.NewReader(files["traefik/values.schema.json"])); err != nil {
+	if err := c.AddResource("values.schema.json", bytes.NewReader(files["values.schema.json"])); err != nil {
 		t.Fatal(err)
 	}
 	schema, err := c.Compile("values.schema.json")
@@ -154,7 +142,7 @@ func TestValuesAgainstTheChart(t *testing.T) {
 	}
 	// The chart's defaults with rack's values over them, as Helm merges.
 	var defaults map[string]any
-	if err := yaml.Unmarshal(files["traefik/values.yaml"], &defaults); err != nil {
+	if err := yaml.Unmarshal(files["values.yaml"], &defaults); err != nil {
 		t.Fatal(err)
 	}
 	for _, ip := range []string{"", "192.168.1.249"} {
@@ -176,39 +164,21 @@ func TestValuesAgainstTheChart(t *testing.T) {
 	}
 }
 
+// readChart returns the named files of the packaged chart (paths inside the
+// chart), unpacked the way rack unpacks a chart.
 func readChart(t *testing.T, archive string, names ...string) map[string][]byte {
 	t.Helper()
-	f, err := os.Open(archive)
-	if err != nil {
+	dir := t.TempDir()
+	if err := charts.Unpack(archive, dir); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	gz, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(gz)
 	out := map[string][]byte{}
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, n := range names {
-			if h.Name == n {
-				if out[n], err = io.ReadAll(tr); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
 	for _, n := range names {
-		if out[n] == nil {
-			t.Fatalf("%s has no %s", archive, n)
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err != nil {
+			t.Fatalf("%s: %v", archive, err)
 		}
+		out[n] = b
 	}
 	return out
 }

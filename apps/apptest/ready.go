@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/kubectl/pkg/util/podutils"
 )
 
 // Unready is the annotation of a pod a test made unready on purpose:
@@ -43,7 +44,7 @@ func KeepReady(t testing.TB, cs kubernetes.Interface, namespace string) {
 			}
 			for i := range pods.Items {
 				p := &pods.Items[i]
-				if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || p.Annotations[Unready] != "" || ready(p) {
+				if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || p.Annotations[Unready] != "" || podutils.IsPodReady(p) {
 					continue
 				}
 				now := metav1.Now()
@@ -82,13 +83,4 @@ func MakeUnready(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod) er
 	}
 	_, err = cs.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, updated, metav1.UpdateOptions{})
 	return err
-}
-
-func ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

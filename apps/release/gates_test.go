@@ -22,7 +22,6 @@ import (
 	"github.com/homelab/rack/apps"
 	"github.com/homelab/rack/apps/apptest"
 	"github.com/homelab/rack/apps/release"
-	"github.com/homelab/rack/internal/testcluster"
 	"github.com/homelab/rack/inventory"
 )
 
@@ -35,16 +34,9 @@ type gateCluster struct {
 
 func newGateCluster(t *testing.T) *gateCluster {
 	t.Helper()
-	c := testcluster.New(t)
-	srv, err := addontest.NewServer(c.RESTConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, srv := addontest.Start(t, (*addontest.Server).InstallTraefikCRDs)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := srv.InstallTraefikCRDs(ctx); err != nil {
-		t.Fatal(err)
-	}
 	cs := c.Clientset()
 	apptest.KeepReady(t, cs, apps.DefaultNamespace)
 	for _, ns := range []string{apps.DefaultNamespace, release.TraefikNamespace} {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/homelab/rack/apps/apptest"
+	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testlab"
 	"github.com/homelab/rack/nodes/k3s"
 	"github.com/homelab/rack/nodes/kube"
@@ -52,22 +53,6 @@ func pdb(name string, minAvailable, maxUnavailable *intstr.IntOrString) *policyv
 }
 
 func intOrStr(i int) *intstr.IntOrString { v := intstr.FromInt32(int32(i)); return &v }
-
-// waitFor polls cond every 250ms until it holds or a minute passes.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	last := ""
-	for time.Now().Before(deadline) {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("waiting for %s: %s", what, last)
-}
 
 // runningOn counts the Running, not deleted pods labelled app=app on node.
 func runningOn(t *testing.T, cs kubernetes.Interface, app, node string) int {
@@ -120,7 +105,7 @@ func TestNodeDrainUncordonRemoveAdd(t *testing.T) {
 	mustCreate(t, cs.AppsV1().DaemonSets("default").Create, logsDaemonSet())
 	mustCreate(t, cs.AppsV1().Deployments("default").Create, webDeployment("web", 2, "wrk-1"))
 	mustCreate(t, cs.PolicyV1().PodDisruptionBudgets("default").Create, pdb("web", intOrStr(2), nil))
-	waitFor(t, "2 web pods and the logs pod Running on wrk-1, the budget at 0 disruptions", func() (bool, string) {
+	testenv.WaitFor(t, testenv.Within(t, time.Minute), "2 web pods and the logs pod Running on wrk-1, the budget at 0 disruptions", func() (bool, string) {
 		b, err := cs.PolicyV1().PodDisruptionBudgets("default").Get(context.Background(), "web", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -170,7 +155,7 @@ func TestNodeDrainUncordonRemoveAdd(t *testing.T) {
 	if n := getNode(t, cs, "wrk-1"); n.Spec.Unschedulable || n.Annotations[kube.AnnotationCordonedBy] != "" {
 		t.Errorf("wrk-1 after uncordon: unschedulable=%v annotations=%v", n.Spec.Unschedulable, n.Annotations)
 	}
-	waitFor(t, "the web pods back on wrk-1", func() (bool, string) {
+	testenv.WaitFor(t, testenv.Within(t, time.Minute), "the web pods back on wrk-1", func() (bool, string) {
 		web := runningOn(t, cs, "web", "wrk-1")
 		return web == 2, fmt.Sprintf("%d running", web)
 	})

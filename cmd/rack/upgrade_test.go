@@ -19,6 +19,7 @@ import (
 
 	"github.com/homelab/rack/apps/apptest"
 	"github.com/homelab/rack/internal/fakek3s"
+	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testlab"
 	"github.com/homelab/rack/nodes/k3s/catalog"
 	"github.com/homelab/rack/nodes/k3s/upgrade"
@@ -176,7 +177,7 @@ func createWidgets(t *testing.T, dyn dynamic.Interface) {
 		gvr := schema.GroupVersionResource{Group: "rack-test.homelab", Version: v, Resource: "widgets"}
 		w := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "rack-test.homelab/" + v, "kind": "Widget",
 			"metadata": map[string]any{"name": name, "namespace": "default"}, "spec": map[string]any{"size": 1}}}
-		waitFor(t, "Widget "+name+" created under "+v, func() (bool, string) {
+		testenv.WaitFor(t, testenv.Within(t, time.Minute), "Widget "+name+" created under "+v, func() (bool, string) {
 			_, err := dyn.Resource(gvr).Namespace("default").Create(ctx, w, metav1.CreateOptions{FieldManager: "widget-tool"})
 			if err != nil {
 				return false, err.Error()
@@ -285,7 +286,7 @@ func TestUpgradeTwoMinors(t *testing.T) {
 	mustCreate(t, cs.AppsV1().DaemonSets("default").Create, logsDaemonSet())
 	mustCreate(t, cs.AppsV1().Deployments("default").Create, webDeployment("web", 3, ""))
 	mustCreate(t, cs.PolicyV1().PodDisruptionBudgets("default").Create, pdb("web", nil, intOrStr(1)))
-	waitFor(t, "3 web pods Running and the budget allowing one disruption", func() (bool, string) {
+	testenv.WaitFor(t, testenv.Within(t, time.Minute), "3 web pods Running and the budget allowing one disruption", func() (bool, string) {
 		b, err := cs.PolicyV1().PodDisruptionBudgets("default").Get(context.Background(), "web", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -133,7 +134,7 @@ func TestInitShim(t *testing.T) {
 	if got := mustExec(t, h, "systemctl is-enabled demo"); got != "enabled" {
 		t.Errorf("is-enabled: %q", got)
 	}
-	waitUntil(t, ctx, "demo logged its start", func() (bool, string) {
+	testenv.WaitFor(t, ctx, "demo logged its start", func() (bool, string) {
 		log := UnitLog(ctx, h, "demo")
 		return strings.Contains(log, "started hello world from file"), log
 	})
@@ -155,7 +156,7 @@ func TestInitShim(t *testing.T) {
 
 	// Restart=always brings a killed service back (after RestartSec).
 	mustExec(t, h, "kill -9 "+pid)
-	waitUntil(t, ctx, "demo restarted by Restart=always", func() (bool, string) {
+	testenv.WaitFor(t, ctx, "demo restarted by Restart=always", func() (bool, string) {
 		n := starts(t, h, "demo")
 		return n == 3, strconv.Itoa(n)
 	})
@@ -219,11 +220,11 @@ func TestInitShim(t *testing.T) {
 		oldSSHD := h.SSHDPid()
 		// Over ssh, like rack: the session may be cut, as with a real reboot.
 		_, _ = sshOut(t, r, h, testrack.SudoUser, "sudo systemctl reboot")
-		waitUntil(t, ctx, "boot counter 1", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "boot counter 1", func() (bool, string) {
 			n, err := Boots(ctx, h)
 			return n == 1, strconv.Itoa(n) + errString(err)
 		})
-		waitUntil(t, ctx, "sshd back", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "sshd back", func() (bool, string) {
 			err := sshBanner(h.Addr)
 			return err == nil, errString(err)
 		})
@@ -231,7 +232,7 @@ func TestInitShim(t *testing.T) {
 		if alive := h.SSHDPid(); alive != 0 || oldSSHD == 0 {
 			t.Errorf("sshd listener of testrack (pid %d) still running after reboot: %d", oldSSHD, alive)
 		}
-		waitUntil(t, ctx, "demo active again", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "demo active again", func() (bool, string) {
 			out, code := exec1(t, h, "systemctl is-active demo")
 			return code == 0, out
 		})
@@ -310,20 +311,4 @@ func mustSSH(t *testing.T, r *testrack.Rack, h *testrack.Host, user, command str
 		t.Fatalf("ssh %s@%s %q: %v: %s", user, h.Addr, command, err, out)
 	}
 	return out
-}
-
-func waitUntil(t *testing.T, ctx context.Context, what string, cond func() (bool, string)) {
-	t.Helper()
-	var detail string
-	for {
-		var ok bool
-		if ok, detail = cond(); ok {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s; last: %s", what, detail)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

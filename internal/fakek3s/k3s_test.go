@@ -28,6 +28,7 @@ import (
 	"github.com/homelab/rack/internal/testcluster"
 	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testrack"
+	"github.com/homelab/rack/nodes/kube"
 )
 
 // k3sUnit is the unit k3s's install script writes (without the modprobe
@@ -258,15 +259,15 @@ systemctl restart k3s`)
 
 	t.Run("reboot", func(t *testing.T) {
 		mustExec(t, server, "systemctl reboot")
-		waitUntil(t, ctx, "boot counter 1", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "boot counter 1", func() (bool, string) {
 			n, err := Boots(ctx, server)
 			return n == 1, strconv.Itoa(n) + errString(err)
 		})
-		waitUntil(t, ctx, "sshd back", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "sshd back", func() (bool, string) {
 			err := sshBanner(server.Addr)
 			return err == nil, errString(err)
 		})
-		waitUntil(t, ctx, "k3s active again", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "k3s active again", func() (bool, string) {
 			out, code := exec1(t, server, "systemctl is-active k3s")
 			return code == 0, out
 		})
@@ -275,7 +276,7 @@ systemctl restart k3s`)
 		}
 		// The API server restarted with the host: anonymous /version is
 		// allowed once its authorizer has read the RBAC bindings again.
-		waitUntil(t, ctx, "the API server back", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "the API server back", func() (bool, string) {
 			got := httpsVersion(t, []byte(c.CAPEM), "https://"+server.Addr+":6443/version")
 			return got == "v1.36.4", got
 		})
@@ -299,7 +300,7 @@ systemctl restart k3s`)
 		}
 		members := func() string { return etcdctl("member list") }
 		for _, h := range []*testrack.Host{server, second} {
-			waitUntil(t, ctx, h.Name+"'s Node annotated and finalized", func() (bool, string) {
+			testenv.WaitFor(t, ctx, h.Name+"'s Node annotated and finalized", func() (bool, string) {
 				n, err := cs.CoreV1().Nodes().Get(ctx, h.Name, metav1.GetOptions{})
 				if err != nil {
 					return false, err.Error()
@@ -310,7 +311,7 @@ systemctl restart k3s`)
 		}
 		// The agent's Node gets the finalizer too (wrangler's OnRemove holds
 		// every Node), but names no member.
-		waitUntil(t, ctx, "pi-agent's finalizer", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "pi-agent's finalizer", func() (bool, string) {
 			n, err := cs.CoreV1().Nodes().Get(ctx, "pi-agent", metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error()
@@ -327,14 +328,14 @@ systemctl restart k3s`)
 		if _, err := cs.CoreV1().Nodes().Create(ctx, late, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, ctx, "late's Node finalized", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "late's Node finalized", func() (bool, string) {
 			n, err := cs.CoreV1().Nodes().Get(ctx, "late", metav1.GetOptions{})
 			return err == nil && len(n.Finalizers) > 0, fmt.Sprint(err)
 		})
 		if err := cs.CoreV1().Nodes().Delete(ctx, "late", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, ctx, "late's Node gone", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "late's Node gone", func() (bool, string) {
 			_, err := cs.CoreV1().Nodes().Get(ctx, "late", metav1.GetOptions{})
 			return apierrors.IsNotFound(err), fmt.Sprint(err)
 		})
@@ -353,7 +354,7 @@ systemctl restart k3s`)
 		if err := cs.CoreV1().Nodes().Delete(ctx, second.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, ctx, second.Name+"'s Node and member gone", func() (bool, string) {
+		testenv.WaitFor(t, ctx, second.Name+"'s Node and member gone", func() (bool, string) {
 			_, err := cs.CoreV1().Nodes().Get(ctx, second.Name, metav1.GetOptions{})
 			m := members()
 			return apierrors.IsNotFound(err) && !strings.Contains(m, ", "+second.Name+", "), fmt.Sprint(err, "\n", m)
@@ -374,18 +375,13 @@ func writeFile(t *testing.T, h *testrack.Host, path string, mode os.FileMode, co
 func waitNodeReady(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) *corev1.Node {
 	t.Helper()
 	var node *corev1.Node
-	waitUntil(t, ctx, "node "+name+" Ready", func() (bool, string) {
+	testenv.WaitFor(t, ctx, "node "+name+" Ready", func() (bool, string) {
 		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}
 		node = n
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprint(n.Status.Conditions)
+		return kube.NodeReady(n), fmt.Sprint(n.Status.Conditions)
 	})
 	return node
 }

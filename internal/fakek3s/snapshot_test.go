@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -51,7 +52,7 @@ func TestFakeK3sSnapshotAndReset(t *testing.T) {
 	if got := mustExec(t, agent, "stat -c %a /etc/rancher/node/password"); got != "600" {
 		t.Errorf("/etc/rancher/node/password mode %s", got)
 	}
-	waitUntil(t, ctx, "wrk's node-password Secret owned by its Node", func() (bool, string) {
+	testenv.WaitFor(t, ctx, "wrk's node-password Secret owned by its Node", func() (bool, string) {
 		s, err := cs.CoreV1().Secrets("kube-system").Get(ctx, "wrk.node-password.k3s", metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
@@ -133,7 +134,7 @@ func TestFakeK3sSnapshotAndReset(t *testing.T) {
 	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "after", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("ConfigMap made after the snapshot is still there: %v", err)
 	}
-	waitUntil(t, ctx, "reset-flag removed by the normal start", func() (bool, string) {
+	testenv.WaitFor(t, ctx, "reset-flag removed by the normal start", func() (bool, string) {
 		out, code := exec1(t, server, "ls /var/lib/rancher/k3s/server/db/reset-flag")
 		return code != 0, out
 	})
@@ -146,7 +147,7 @@ func TestFakeK3sSnapshotAndReset(t *testing.T) {
 		mustExec(t, server, "systemctl stop k3s")
 		writeFile(t, server, "/etc/rancher/k3s/config.yaml", 0o600, fmt.Sprintf("token: another-token\ncluster-init: true\nnode-name: srv\nnode-ip: %s\n", server.Addr))
 		_, _ = exec1(t, server, "timeout 15 systemctl start k3s")
-		waitUntil(t, ctx, "the refusal in the log", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "the refusal in the log", func() (bool, string) {
 			return strings.Contains(UnitLog(ctx, server, "k3s"), "bootstrap data already found and encrypted with different token"), ""
 		})
 		mustExec(t, server, "systemctl stop k3s")
@@ -161,7 +162,7 @@ func TestFakeK3sSnapshotAndReset(t *testing.T) {
 		// k3s' own unit is Type=notify: the start waits until the agent is up,
 		// which it is not while it is refused.
 		_, _ = exec1(t, agent, "timeout 5 systemctl start k3s-agent")
-		waitUntil(t, ctx, "the agent refused", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "the agent refused", func() (bool, string) {
 			return strings.Contains(UnitLog(ctx, agent, "k3s-agent"), "Node password rejected, duplicate hostname or contents of '/etc/rancher/node/password' may not match server node-passwd entry"), ""
 		})
 		// Deleting the Node garbage-collects its Secret; the agent is then accepted.

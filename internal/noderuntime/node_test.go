@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/homelab/rack/internal/images"
 	"github.com/homelab/rack/internal/noderuntime"
@@ -137,8 +138,8 @@ func TestRealNodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if podReady(p) || p.Status.Phase != corev1.PodRunning {
-			t.Errorf("never-ready pod: phase %s, ready %v; want Running and not Ready", p.Status.Phase, podReady(p))
+		if podutils.IsPodReady(p) || p.Status.Phase != corev1.PodRunning {
+			t.Errorf("never-ready pod: phase %s, ready %v; want Running and not Ready", p.Status.Phase, podutils.IsPodReady(p))
 		}
 		events, _ := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + never.Name})
 		probed := false
@@ -614,15 +615,6 @@ func createService(t *testing.T, ctx context.Context, cs kubernetes.Interface, a
 	return nil
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func waitPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, selector string, n int, ok func(*corev1.Pod) bool) []corev1.Pod {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
@@ -637,7 +629,7 @@ func waitPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, select
 				if ok(p) {
 					good = append(good, *p)
 				}
-				states = append(states, fmt.Sprintf("%s on %s: %s ready=%v %s", p.Name, p.Spec.NodeName, p.Status.Phase, podReady(p), waitingReason(p)))
+				states = append(states, fmt.Sprintf("%s on %s: %s ready=%v %s", p.Name, p.Spec.NodeName, p.Status.Phase, podutils.IsPodReady(p), waitingReason(p)))
 			}
 			if len(good) == n {
 				return good
@@ -660,7 +652,7 @@ func waitingReason(p *corev1.Pod) string {
 }
 
 func waitPodsReady(t *testing.T, ctx context.Context, cs kubernetes.Interface, selector string, n int) []corev1.Pod {
-	return waitPods(t, ctx, cs, selector, n, podReady)
+	return waitPods(t, ctx, cs, selector, n, podutils.IsPodReady)
 }
 
 func waitPodsRunning(t *testing.T, ctx context.Context, cs kubernetes.Interface, selector string, n int) []corev1.Pod {

@@ -2,25 +2,19 @@ package noderuntime_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/homelab/rack/internal/noderuntime"
+	"github.com/homelab/rack/internal/samplehook"
+	"github.com/homelab/rack/internal/testpki"
 	"github.com/homelab/rack/internal/testrack"
 )
 
@@ -75,8 +69,16 @@ func testWebhook(t *testing.T, ctx context.Context, l *lab) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
-	caPEM, certPEM, keyPEM := servingCert(t, "hook.default.svc")
-	_, err := cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
+	ca, err := testpki.NewCA("sampleweb-webhook-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := ca.Issue(testpki.Spec{CN: "hook.default.svc", DNS: []string{"hook.default.svc"}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, certPEM, keyPEM := ca.CertPEM, serving.CertPEM, serving.KeyPEM
+	_, err = cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "hook-tls"},
 		Type:       corev1.SecretTypeTLS,
 		Data:       map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM},
@@ -96,85 +98,8 @@ func testWebhook(t *testing.T, ctx context.Context, l *lab) {
 	hook := waitPodsReady(t, ctx, cs, "app=hook", 1)[0]
 	createService(t, ctx, cs, "hook", corev1.ServicePort{Port: 443, TargetPort: intstr.FromInt32(8443)})
 
-	fail, none := admissionv1.Fail, admissionv1.SideEffectClassNone
-	path, timeout := "/validate", int32(5)
-	_, err = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "sampleweb"},
-		Webhooks: []admissionv1.ValidatingWebhook{{
-			Name: "deny.sampleweb.homelab",
-			ClientConfig: admissionv1.WebhookClientConfig{
-				Service:  &admissionv1.ServiceReference{Namespace: "default", Name: "hook", Path: &path},
-				CABundle: caPEM,
-			},
-			Rules: []admissionv1.RuleWithOperations{{
-				Operations: []admissionv1.OperationType{admissionv1.Create},
-				Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}},
-			}},
-			ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{"webhook-test": "yes"}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-			TimeoutSeconds:          &timeout,
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cm := func(name string, deny bool) *corev1.ConfigMap {
-		labels := map[string]string{"webhook-test": "yes"}
-		if deny {
-			labels["sampleweb.homelab/deny"] = "true"
-		}
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	}
-	// The API server picks the configuration up within a second or so.
-	var last error
-	deadline = time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		_, last = cs.CoreV1().ConfigMaps("default").Create(ctx, cm("refused", true), metav1.CreateOptions{})
-		if last != nil && strings.Contains(last.Error(), "refuses refused") {
-			break
-		}
-		if last == nil {
-			_ = cs.CoreV1().ConfigMaps("default").Delete(ctx, "refused", metav1.DeleteOptions{})
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if last == nil || !strings.Contains(last.Error(), "refuses refused") {
-		t.Fatalf("a ConfigMap the webhook refuses: err %v, want the webhook's refusal", last)
-	}
-	t.Logf("refused by the webhook pod %s on %s (%s): %v", hook.Name, hook.Spec.NodeName, hook.Status.PodIP, last)
-	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm("allowed", false), metav1.CreateOptions{}); err != nil {
-		t.Errorf("a ConfigMap the webhook allows: %v", err)
-	}
+	samplehook.Refuses(t, ctx, cs, "hook", caPEM)
+	t.Logf("refused by the webhook pod %s on %s (%s)", hook.Name, hook.Spec.NodeName, hook.Status.PodIP)
 	out, err := l.get(ctx, l.nodes[1], "http://"+hook.Status.PodIP+":8080/stats")
 	t.Logf("webhook pod stats: %s %v", strings.TrimSpace(out), err)
-	_ = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(ctx, "sampleweb", metav1.DeleteOptions{})
-}
-
-// servingCert makes a CA and a serving certificate for dnsName.
-func servingCert(t *testing.T, dnsName string) (caPEM, certPEM, keyPEM []byte) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sampleweb-webhook-ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: dnsName}, DNSNames: []string{dnsName},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, key.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/homelab/rack/internal/testenv"
+	"github.com/homelab/rack/nodes/kube"
 )
 
 const wantVersion = "v1.36.4"
@@ -100,12 +101,12 @@ func TestControlPlane(t *testing.T) {
 		if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, ctx, "node worker-1 Ready", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "node worker-1 Ready", func() (bool, string) {
 			n, err := cs.CoreV1().Nodes().Get(ctx, "worker-1", metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error()
 			}
-			return nodeReady(n), conditions(n)
+			return kube.NodeReady(n), conditions(n)
 		})
 		t.Logf("node Ready after %v", time.Since(began).Round(time.Millisecond))
 
@@ -127,7 +128,7 @@ func TestControlPlane(t *testing.T) {
 		if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, ctx, "3 web pods Running on worker-1", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "3 web pods Running on worker-1", func() (bool, string) {
 			pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 			if err != nil {
 				return false, err.Error()
@@ -143,7 +144,7 @@ func TestControlPlane(t *testing.T) {
 			return running == 3, strings.Join(states, " ")
 		})
 		t.Logf("pods Running after %v", time.Since(began).Round(time.Millisecond))
-		waitFor(t, ctx, "deployment web available", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "deployment web available", func() (bool, string) {
 			d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error()
@@ -160,7 +161,7 @@ func TestControlPlane(t *testing.T) {
 	// release that never became ready). kine serves them.
 	t.Run("kwok's watches stay open and its lease renewals succeed", func(t *testing.T) {
 		var renewals []string
-		waitFor(t, ctx, "two renewals of worker-1's lease", func() (bool, string) {
+		testenv.WaitFor(t, ctx, "two renewals of worker-1's lease", func() (bool, string) {
 			l, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, "worker-1", metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error()
@@ -296,37 +297,10 @@ func parseCert(t *testing.T, path string) *x509.Certificate {
 	return cert
 }
 
-func nodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func conditions(n *corev1.Node) string {
 	var s []string
 	for _, c := range n.Status.Conditions {
 		s = append(s, string(c.Type)+"="+string(c.Status))
 	}
 	return strings.Join(s, ",")
-}
-
-// waitFor polls cond until it holds or ctx ends; detail says what was seen
-// last, for the failure message.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() (bool, string)) {
-	t.Helper()
-	var detail string
-	for {
-		var ok bool
-		if ok, detail = cond(); ok {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s; last: %s", what, detail)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

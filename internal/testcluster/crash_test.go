@@ -1,14 +1,12 @@
 package testcluster
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/homelab/rack/internal/testenv"
 )
 
 const crashHelperEnv = "RACK_TESTCLUSTER_CRASH_HELPER"
@@ -17,30 +15,23 @@ const crashHelperEnv = "RACK_TESTCLUSTER_CRASH_HELPER"
 // with the variable set, the binary starts a control plane, reports it and
 // waits to be SIGKILLed.
 func TestMain(m *testing.M) {
-	if os.Getenv(crashHelperEnv) == "1" {
-		crashHelper()
-		return
-	}
+	testenv.CrashHelper(crashHelperEnv, func() (any, error) {
+		c, err := Start(context.Background(), Options{})
+		if err != nil {
+			return nil, err
+		}
+		rep := crashReport{Dir: c.Dir}
+		for _, p := range c.procs {
+			rep.PIDs = append(rep.PIDs, p.Cmd.Process.Pid)
+		}
+		return rep, nil
+	})
 	os.Exit(m.Run())
 }
 
 type crashReport struct {
 	Dir  string `json:"dir"`
 	PIDs []int  `json:"pids"`
-}
-
-func crashHelper() {
-	c, err := Start(context.Background(), Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	rep := crashReport{Dir: c.Dir}
-	for _, p := range c.procs {
-		rep.PIDs = append(rep.PIDs, p.Cmd.Process.Pid)
-	}
-	_ = json.NewEncoder(os.Stdout).Encode(rep)
-	select {} // until SIGKILL
 }
 
 // A test process killed outright takes its control plane with it (the
@@ -52,24 +43,8 @@ func TestCrashedRunLeavesNothing(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	binaries(t, ctx)
-	helper := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	helper.Env = append(os.Environ(), crashHelperEnv+"=1")
-	helper.Stderr = os.Stderr
-	out, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
 	var rep crashReport
-	line, err := bufio.NewReader(out).ReadBytes('\n')
-	if err != nil || json.Unmarshal(line, &rep) != nil {
-		_ = helper.Process.Kill()
-		t.Fatalf("crash helper: %v: %q", err, line)
-	}
-	_ = helper.Process.Kill()
-	_ = helper.Wait()
+	testenv.KillCrashHelper(testenv.StartCrashHelper(t, ctx, crashHelperEnv, &rep))
 
 	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range rep.PIDs {

@@ -28,7 +28,9 @@ import (
 	"github.com/homelab/rack/internal/testenv"
 	"github.com/homelab/rack/internal/testnet"
 	"github.com/homelab/rack/internal/testrack"
+	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
+	"github.com/homelab/rack/nodes/k3s"
 )
 
 // Node is one machine of the lab and how the inventory describes it.
@@ -421,4 +423,32 @@ func (l *Lab) AddVersionDir(ctx context.Context, version string) error {
 	defer func() { l.Airgap, l.Spec.Version = top, spec }()
 	l.Airgap = filepath.Join(top, version)
 	return l.AddVersion(ctx, version)
+}
+
+// LoadInventory loads the lab's inventory as rack does, failing the test on
+// any problem in it.
+func (l *Lab) LoadInventory(t testing.TB) *inventory.Inventory {
+	t.Helper()
+	inv, ps, err := inventory.Load(l.Inventory)
+	if err != nil || ps.HasErrors() {
+		t.Fatalf("lab inventory: %v %v", err, ps)
+	}
+	return inv
+}
+
+// K3sOptions are the options rack's node layer runs with against this lab:
+// its SSH config and kubeconfig, a k3s binary cache of its own, and room
+// for a busy 2-core machine, where a server starts its own etcd and API
+// server.
+func (l *Lab) K3sOptions(t testing.TB, inv *inventory.Inventory) k3s.Options {
+	t.Helper()
+	o, err := k3s.NewOptions(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Binaries.CacheDir = filepath.Join(l.Dir, "cache")
+	o.Resolver = nodes.Resolver{Home: l.Dir}
+	o.Kubeconfig = l.Kubeconfig
+	o.ReadyTimeout = 3 * time.Minute
+	return o
 }

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -24,6 +22,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/homelab/rack/internal/procstat"
+	"github.com/homelab/rack/internal/testenv"
 )
 
 const crashHelperEnv = "TESTRACK_CRASH_HELPER"
@@ -32,10 +31,14 @@ const crashHelperEnv = "TESTRACK_CRASH_HELPER"
 // TestStaleHostsOfDeadOwnerAreRemoved: with the env var set, the binary
 // starts a rack, reports it, and waits to be SIGKILLed.
 func TestMain(m *testing.M) {
-	if os.Getenv(crashHelperEnv) == "1" {
-		crashHelper()
-		return
-	}
+	testenv.CrashHelper(crashHelperEnv, func() (any, error) {
+		r, err := Start(context.Background(), Options{Hosts: 1})
+		if err != nil {
+			return nil, err
+		}
+		h := r.Hosts[0]
+		return crashReport{h.Name, h.HolderPid(), h.SSHDPid()}, nil
+	})
 	os.Exit(m.Run())
 }
 
@@ -43,17 +46,6 @@ type crashReport struct {
 	Name   string `json:"name"`
 	Holder int    `json:"holder"`
 	SSHD   int    `json:"sshd"`
-}
-
-func crashHelper() {
-	r, err := Start(context.Background(), Options{Hosts: 1})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	h := r.Hosts[0]
-	_ = json.NewEncoder(os.Stdout).Encode(crashReport{h.Name, h.HolderPid(), h.SSHDPid()})
-	select {} // until SIGKILL
 }
 
 // sshCmd builds a real OpenSSH client command that trusts only knownHosts
@@ -507,22 +499,11 @@ func TestStaleHostsOfDeadOwnerAreRemoved(t *testing.T) {
 	}
 	// A real crash: another process starts a host and is SIGKILLed, so its
 	// Close never runs.
-	helper := exec.Command(os.Args[0], "-test.run=^$")
-	helper.Env = append(os.Environ(), crashHelperEnv+"=1")
-	helper.Stderr = os.Stderr
-	stdout, _ := helper.StdoutPipe()
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
 	var crashed crashReport
-	if err := json.NewDecoder(stdout).Decode(&crashed); err != nil {
-		_ = helper.Process.Kill()
-		t.Fatalf("crash helper: %v", err)
-	}
+	helper := testenv.StartCrashHelper(t, context.Background(), crashHelperEnv, &crashed)
 	deadPid := helper.Process.Pid
 	deadProc, _ := readProc(deadPid)
-	_ = helper.Process.Kill()
-	_ = helper.Wait()
+	testenv.KillCrashHelper(helper)
 
 	// A hand-made entry too: its owner is the same dead process, and
 	// something still runs in its netns.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/testlab"
-	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
 )
@@ -23,10 +22,7 @@ func benchLab(b *testing.B, n int) *testlab.Lab {
 
 // benchUp runs plan + apply once and returns its wall time and bytes sent.
 func benchUp(b *testing.B, lab *testlab.Lab) (time.Duration, int64, int) {
-	inv, ps, err := inventory.Load(lab.Inventory)
-	if err != nil || ps.HasErrors() {
-		b.Fatalf("inventory: %v %v", err, ps)
-	}
+	inv := lab.LoadInventory(b)
 	o, err := k3s.NewOptions(inv)
 	if err != nil {
 		b.Fatal(err)

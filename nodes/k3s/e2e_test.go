@@ -26,10 +26,7 @@ import (
 // up runs what `rack up --nodes-only --yes` runs, against the lab.
 func up(t *testing.T, lab *testlab.Lab) (*k3s.Plan, *k3s.Outcome, error) {
 	t.Helper()
-	inv, ps, err := inventory.Load(lab.Inventory)
-	if err != nil || ps.HasErrors() {
-		t.Fatalf("lab inventory: %v %v", err, ps)
-	}
+	inv := lab.LoadInventory(t)
 	o := options(t, lab, inv)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -43,16 +40,7 @@ func up(t *testing.T, lab *testlab.Lab) (*k3s.Plan, *k3s.Outcome, error) {
 
 func options(t *testing.T, lab *testlab.Lab, inv *inventory.Inventory) k3s.Options {
 	t.Helper()
-	o, err := k3s.NewOptions(inv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o.Binaries.CacheDir = filepath.Join(lab.Dir, "cache")
-	o.Resolver = nodes.Resolver{Home: lab.Dir}
-	o.Kubeconfig = lab.Kubeconfig
-	// A server starts its own etcd and API server: on a busy 2-core
-	// machine that can take a while.
-	o.ReadyTimeout = 3 * time.Minute
+	o := lab.K3sOptions(t, inv)
 	o.RebootTimeout = time.Minute
 	o.FanOut = nodes.FanOutOptions{Progress: nodes.NewProgress(testWriter{t})}
 	return o
@@ -391,10 +379,7 @@ func TestHostileInventoryValues(t *testing.T) {
 			t.Fatalf("%s: an injected command ran on this machine: %v", when, m)
 		}
 	}
-	inv, ps, err := inventory.Load(lab.Inventory)
-	if err != nil || ps.HasErrors() {
-		t.Fatalf("lab inventory: %v %v", err, ps)
-	}
+	inv := lab.LoadInventory(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := k3s.BuildPlan(ctx, inv, options(t, lab, inv)); err != nil {
@@ -432,10 +417,7 @@ func TestPackagesOnAFreshPi(t *testing.T) {
 	if out, err := lab.Host("storage").Exec(ctx, fakek3s.HoldDpkgLockCmd(240)); err != nil {
 		t.Fatalf("holding the dpkg lock: %v %s", err, out)
 	}
-	inv, ps, err := inventory.Load(lab.Inventory)
-	if err != nil || ps.HasErrors() {
-		t.Fatalf("lab inventory: %v %v", err, ps)
-	}
+	inv := lab.LoadInventory(t)
 	o := options(t, lab, inv)
 	var shown testenv.Buffer
 	o.FanOut.Progress = nodes.NewPlainProgress(&shown)
@@ -491,10 +473,7 @@ grep -q hung-apiserver /etc/rancher/.fake/controlplane.json`
 	if out, err := lab.Host("server").Exec(context.Background(), script); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	inv, ps, err := inventory.Load(lab.Inventory)
-	if err != nil || ps.HasErrors() {
-		t.Fatalf("lab inventory: %v %v", err, ps)
-	}
+	inv := lab.LoadInventory(t)
 	o := options(t, lab, inv)
 	o.ReadyTimeout = 15 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

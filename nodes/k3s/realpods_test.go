@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
-
 	"github.com/homelab/rack/internal/testpki"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -17,8 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"github.com/homelab/rack/internal/fakek3s"
+	"github.com/homelab/rack/internal/samplehook"
 	"github.com/homelab/rack/internal/testlab"
 	"github.com/homelab/rack/nodes/kube"
 )
@@ -73,8 +73,8 @@ func TestRealPods(t *testing.T) {
 	// Probes really probe: the never-ready pod runs but is not Ready.
 	nv := waitPods(t, ctx, cs, "app=never", 1, false)
 	time.Sleep(3 * time.Second)
-	if p, _ := cs.CoreV1().Pods("default").Get(ctx, nv[0].Name, metav1.GetOptions{}); podReady(p) || p.Status.Phase != corev1.PodRunning {
-		t.Errorf("the never-ready pod: phase %s, ready %v", p.Status.Phase, podReady(p))
+	if p, _ := cs.CoreV1().Pods("default").Get(ctx, nv[0].Name, metav1.GetOptions{}); podutils.IsPodReady(p) || p.Status.Phase != corev1.PodRunning {
+		t.Errorf("the never-ready pod: phase %s, ready %v", p.Status.Phase, podutils.IsPodReady(p))
 	}
 
 	// The Service from the server's node, which runs none of its pods: kube-proxy.
@@ -134,15 +134,6 @@ func mustCreate(t *testing.T, ctx context.Context, cs kubernetes.Interface, d *a
 	}
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 // waitPods waits for n Running pods matching selector (and Ready, if ready).
 func waitPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, selector string, n int, ready bool) []corev1.Pod {
 	t.Helper()
@@ -153,8 +144,8 @@ func waitPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, select
 			var ok []corev1.Pod
 			var states []string
 			for _, p := range list.Items {
-				states = append(states, fmt.Sprintf("%s %s ready=%v", p.Name, p.Status.Phase, podReady(&p)))
-				if p.Status.Phase == corev1.PodRunning && (!ready || podReady(&p)) {
+				states = append(states, fmt.Sprintf("%s %s ready=%v", p.Name, p.Status.Phase, podutils.IsPodReady(&p)))
+				if p.Status.Phase == corev1.PodRunning && (!ready || podutils.IsPodReady(&p)) {
 					ok = append(ok, p)
 				}
 			}
@@ -221,46 +212,5 @@ func webhookRefuses(t *testing.T, ctx context.Context, lab *testlab.Lab, node st
 		metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	fail, none := admissionv1.Fail, admissionv1.SideEffectClassNone
-	path, timeout := "/validate", int32(5)
-	if _, err := cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "sampleweb"},
-		Webhooks: []admissionv1.ValidatingWebhook{{
-			Name:                    "deny.sampleweb.homelab",
-			ClientConfig:            admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: "default", Name: "hook", Path: &path}, CABundle: []byte(lab.CP.CAPEM)},
-			Rules:                   []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create}, Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}}}},
-			ObjectSelector:          &metav1.LabelSelector{MatchLabels: map[string]string{"webhook-test": "yes"}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-			TimeoutSeconds:          &timeout,
-		}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	cm := func(name string, deny bool) *corev1.ConfigMap {
-		labels := map[string]string{"webhook-test": "yes"}
-		if deny {
-			labels["sampleweb.homelab/deny"] = "true"
-		}
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
-	}
-	var last error
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		_, last = cs.CoreV1().ConfigMaps("default").Create(ctx, cm("refused", true), metav1.CreateOptions{})
-		if last != nil && strings.Contains(last.Error(), "refuses refused") {
-			break
-		}
-		if last == nil {
-			_ = cs.CoreV1().ConfigMaps("default").Delete(ctx, "refused", metav1.DeleteOptions{})
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if last == nil || !strings.Contains(last.Error(), "refuses refused") {
-		t.Fatalf("a ConfigMap the webhook refuses: err %v, want the webhook pod's refusal", last)
-	}
-	if _, err := cs.CoreV1().ConfigMaps("default").Create(ctx, cm("allowed", false), metav1.CreateOptions{}); err != nil {
-		t.Errorf("a ConfigMap the webhook allows: %v", err)
-	}
+	samplehook.Refuses(t, ctx, cs, "hook", []byte(lab.CP.CAPEM))
 }

@@ -38,7 +38,7 @@ systemctl daemon-reload; true`); err != nil {
 		tUp += d
 
 		b.StopTimer()
-		inv := loadInv(b, lab)
+		inv := lab.LoadInventory(b)
 		o, err := k3s.NewOptions(inv)
 		if err != nil {
 			b.Fatal(err)

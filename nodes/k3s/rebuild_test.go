@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/homelab/rack/internal/testlab"
-	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
 	"github.com/homelab/rack/nodes/kube"
@@ -33,18 +33,9 @@ import (
 // the way an SD card dies, and rebuild it with rack; every object must be
 // back as it was.
 
-func loadInv(t testing.TB, lab *testlab.Lab) *inventory.Inventory {
-	t.Helper()
-	inv, ps, err := inventory.Load(lab.Inventory)
-	if err != nil || ps.HasErrors() {
-		t.Fatalf("lab inventory: %v %v", err, ps)
-	}
-	return inv
-}
-
 func backup(t *testing.T, lab *testlab.Lab, bo k3s.BackupOptions) (*k3s.BackupPlan, *k3s.BackupManifest) {
 	t.Helper()
-	inv := loadInv(t, lab)
+	inv := lab.LoadInventory(t)
 	o := options(t, lab, inv)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -52,14 +43,23 @@ func backup(t *testing.T, lab *testlab.Lab, bo k3s.BackupOptions) (*k3s.BackupPl
 	if err != nil {
 		t.Fatalf("rack backup (plan): %v", err)
 	}
-	var sb strings.Builder
-	_ = p.WriteText(&sb)
-	t.Logf("backup plan:\n%s", sb.String())
+	logPlan(t, "backup", p)
 	m, err := p.Run(ctx)
 	if err != nil {
 		t.Fatalf("rack backup: %v", err)
 	}
 	return p, m
+}
+
+// logPlan logs a plan the way rack prints it, and returns that text.
+func logPlan(t testing.TB, what string, p interface{ WriteText(io.Writer) error }) string {
+	t.Helper()
+	var sb strings.Builder
+	if err := p.WriteText(&sb); err != nil {
+		t.Fatalf("%s plan: %v", what, err)
+	}
+	t.Logf("%s plan:\n%s", what, sb.String())
+	return sb.String()
 }
 
 // timedWriter logs progress lines with the time since the test started.
@@ -75,7 +75,7 @@ func (w timedWriter) Write(p []byte) (int, error) {
 
 func planRebuild(t *testing.T, lab *testlab.Lab, ro k3s.RebuildOptions) (*k3s.RebuildPlan, k3s.Options) {
 	t.Helper()
-	inv := loadInv(t, lab)
+	inv := lab.LoadInventory(t)
 	o := options(t, lab, inv)
 	o.FanOut.Progress = nodes.NewPlainProgress(timedWriter{t, time.Now()})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -84,9 +84,7 @@ func planRebuild(t *testing.T, lab *testlab.Lab, ro k3s.RebuildOptions) (*k3s.Re
 	if err != nil {
 		t.Fatalf("rack rebuild (plan): %v", err)
 	}
-	var sb strings.Builder
-	_ = p.WriteText(&sb)
-	t.Logf("rebuild plan:\n%s", sb.String())
+	logPlan(t, "rebuild", p)
 	return p, o
 }
 
@@ -425,7 +423,7 @@ func TestRebuildOneServerSQLite(t *testing.T) {
 		t.Errorf("k3s etcd-snapshot save on the SQLite server: %v %s", err, out)
 	}
 
-	dir := k3s.DefaultBackupDir(loadInv(t, lab))
+	dir := k3s.DefaultBackupDir(lab.LoadInventory(t))
 	clock := time.Date(2026, 5, 1, 3, 0, 0, 0, time.UTC)
 	next := func() time.Time { clock = clock.Add(time.Hour); return clock }
 	var last *k3s.BackupManifest
@@ -468,10 +466,9 @@ func TestRebuildOneServerSQLite(t *testing.T) {
 		}
 		srvStarts := starts(t, lab, "srv", "k3s")
 		p, m := backup(t, lab, k3s.BackupOptions{Keep: 2, Now: next})
-		var sb strings.Builder
-		_ = p.WriteText(&sb)
-		if p.Method != k3s.MethodSQLiteStopped || !strings.Contains(sb.String(), "stop k3s for the moment of the copy") || !strings.Contains(sb.String(), "is stopped for the moment of the copy") {
-			t.Errorf("plan without sqlite3 (%s):\n%s", p.Method, sb.String())
+		text := logPlan(t, "backup", p)
+		if p.Method != k3s.MethodSQLiteStopped || !strings.Contains(text, "stop k3s for the moment of the copy") || !strings.Contains(text, "is stopped for the moment of the copy") {
+			t.Errorf("plan without sqlite3 (%s):\n%s", p.Method, text)
 		}
 		if n := starts(t, lab, "srv", "k3s"); n != srvStarts+1 {
 			t.Errorf("k3s starts %d → %d, want one restart", srvStarts, n)
@@ -614,7 +611,7 @@ func TestRebuildThreeServersEtcd(t *testing.T) {
 	if bp.Method != k3s.MethodEtcdSnapshot || m.Datastore != k3s.DatastoreEtcd {
 		t.Fatalf("etcd backup by %q (%s)", bp.Method, m.Datastore)
 	}
-	dir := k3s.DefaultBackupDir(loadInv(t, lab))
+	dir := k3s.DefaultBackupDir(lab.LoadInventory(t))
 	checkBackup(t, lab, dir, m, ".snapshot")
 	// The snapshot left the node: k3s lists none.
 	if out, err := lab.Host(m.Node).Exec(ctx, "k3s etcd-snapshot ls 2>/dev/null"); err != nil || strings.Contains(string(out), "rack-") {

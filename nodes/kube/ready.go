@@ -14,12 +14,17 @@ import (
 
 // NodeReady reports whether a Node has condition Ready=True.
 func NodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
+	c := readyCondition(n)
+	return c != nil && c.Status == corev1.ConditionTrue
+}
+
+func readyCondition(n *corev1.Node) *corev1.NodeCondition {
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			return &n.Status.Conditions[i]
 		}
 	}
-	return false
+	return nil
 }
 
 // WaitReady waits until the Node is registered, Ready and runs version. A
@@ -71,10 +76,8 @@ func describeNode(n *corev1.Node, ready bool, version string) string {
 	if ready {
 		return fmt.Sprintf("Ready but runs %s, not %s", n.Status.NodeInfo.KubeletVersion, version)
 	}
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return fmt.Sprintf("Ready=%s (%s: %s)", c.Status, c.Reason, c.Message)
-		}
+	if c := readyCondition(n); c != nil {
+		return fmt.Sprintf("Ready=%s (%s: %s)", c.Status, c.Reason, c.Message)
 	}
 	return "registered, no Ready condition yet"
 }
