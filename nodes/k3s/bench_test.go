@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/testlab"
+	"github.com/homelab/rack/inventory"
 	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
 )
@@ -20,8 +21,10 @@ func benchLab(b *testing.B, n int) *testlab.Lab {
 	return testlab.New(b, spec)
 }
 
-// benchUp runs plan + apply once and returns its wall time and bytes sent.
-func benchUp(b *testing.B, lab *testlab.Lab) (time.Duration, int64, int) {
+// benchOptions are the lab's inventory and the options the benchmarks run
+// rack with: 16 nodes at a time, k3s binaries in rack's default cache.
+func benchOptions(b *testing.B, lab *testlab.Lab) (*inventory.Inventory, k3s.Options) {
+	b.Helper()
 	inv := lab.LoadInventory(b)
 	o, err := k3s.NewOptions(inv)
 	if err != nil {
@@ -30,6 +33,12 @@ func benchUp(b *testing.B, lab *testlab.Lab) (time.Duration, int64, int) {
 	o.Resolver = nodes.Resolver{Home: lab.Dir}
 	o.Kubeconfig = lab.Kubeconfig
 	o.FanOut = nodes.FanOutOptions{Concurrency: 16}
+	return inv, o
+}
+
+// benchUp runs plan + apply once and returns its wall time and bytes sent.
+func benchUp(b *testing.B, lab *testlab.Lab) (time.Duration, int64, int) {
+	inv, o := benchOptions(b, lab)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()

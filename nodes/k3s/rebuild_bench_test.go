@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/homelab/rack/internal/testlab"
-	"github.com/homelab/rack/nodes"
 	"github.com/homelab/rack/nodes/k3s"
 )
 
@@ -38,14 +37,7 @@ systemctl daemon-reload; true`); err != nil {
 		tUp += d
 
 		b.StopTimer()
-		inv := lab.LoadInventory(b)
-		o, err := k3s.NewOptions(inv)
-		if err != nil {
-			b.Fatal(err)
-		}
-		o.Resolver = nodes.Resolver{Home: lab.Dir}
-		o.Kubeconfig = lab.Kubeconfig
-		o.FanOut = nodes.FanOutOptions{Concurrency: 16}
+		inv, o := benchOptions(b, lab)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		bp, err := k3s.PlanBackup(ctx, inv, o, k3s.BackupOptions{Keep: 1})
 		if err != nil {
