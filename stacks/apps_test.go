@@ -88,7 +88,7 @@ func runApps(t *testing.T, inv *inventory.Inventory, states map[string]release.S
 			return err
 		})
 		return nil
-	}, pulumi.WithMocks("rack", "test", m))
+	}, pulumi.WithMocks(addontest.Project, addontest.Stack, m))
 	if err != nil {
 		t.Fatalf("apps program failed under mocks: %v", err)
 	}

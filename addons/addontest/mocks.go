@@ -24,6 +24,9 @@ type Resource struct {
 	// Parent is the parent's "type::name" (empty for the stack's children
 	// registered without a parent).
 	Parent string
+	// URN is the resource's URN in stack Stack of project Project: what
+	// the engine keys its state on.
+	URN string
 	// DependsOn lists "type::name" of every resource this one depends on,
 	// explicitly (DependsOn) or through its inputs.
 	DependsOn []string
@@ -52,6 +55,12 @@ func (r Resource) Field(path string) any {
 	return v
 }
 
+// The project and stack programs run in under Run.
+const (
+	Project = "rack"
+	Stack   = "test"
+)
+
 // Mocks implements pulumi.MockResourceMonitor and records what is registered.
 type Mocks struct {
 	mu        sync.Mutex
@@ -61,6 +70,7 @@ type Mocks struct {
 // NewResource records the registration and echoes the inputs back as state.
 func (m *Mocks) NewResource(args pulumi.MockResourceArgs) (string, resource.PropertyMap, error) {
 	r := Resource{Type: args.TypeToken, Name: args.Name, Custom: args.Custom, Inputs: args.Inputs, Provider: args.Provider}
+	r.URN = string(resource.CreateURN(args.Name, args.TypeToken, resource.URN(args.RegisterRPC.GetParent()), Project, Stack))
 	if rpc := args.RegisterRPC; rpc != nil {
 		r.RetainOnDelete = rpc.GetRetainOnDelete()
 		r.Parent = urnKey(rpc.GetParent())
@@ -140,7 +150,7 @@ func (m *Mocks) where(keep func(Resource) bool) []Resource {
 // have resolved when it returns.
 func Run(program pulumi.RunFunc) (*Mocks, error) {
 	m := &Mocks{}
-	err := pulumi.RunErr(program, pulumi.WithMocks("rack", "test", m))
+	err := pulumi.RunErr(program, pulumi.WithMocks(Project, Stack, m))
 	return m, err
 }
 
