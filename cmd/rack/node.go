@@ -62,16 +62,24 @@ func kubeconfigFlag(cmd *cobra.Command, kubeconfig *string) {
 // it loads the inventory, connects to its cluster (through *kubeconfig, read
 // when the command runs) and acts on the node named by the one argument.
 func onNode(g *globals, kubeconfig *string, act func(ctx context.Context, cs kubernetes.Interface, name string) error) func(*cobra.Command, []string) error {
+	return onInventoryNode(g, func(ctx context.Context, inv *inventory.Inventory, name string) error {
+		cs, _, err := apiClient(inv, *kubeconfig)
+		if err != nil {
+			return fail(err)
+		}
+		return act(ctx, cs, name)
+	})
+}
+
+// onInventoryNode runs act on the command's NAME argument with the
+// inventory loaded and validated.
+func onInventoryNode(g *globals, act func(ctx context.Context, inv *inventory.Inventory, name string) error) func(*cobra.Command, []string) error {
 	return func(c *cobra.Command, args []string) error {
 		inv, err := loadInventory(g)
 		if err != nil {
 			return err
 		}
-		cs, _, err := apiClient(inv, *kubeconfig)
-		if err != nil {
-			return fail(err)
-		}
-		return act(c.Context(), cs, args[0])
+		return act(c.Context(), inv, args[0])
 	}
 }
 
@@ -162,16 +170,10 @@ to the cluster, at the inventory's version, exactly as rack up would, touching n
 other node; it waits until the Node is Ready, then re-runs the platform stacks
 (so Longhorn disks and local volumes include it) unless --nodes-only.`,
 		Args: exactArgs(1, "the node's name (as the inventory lists it)"),
-		RunE: func(c *cobra.Command, args []string) error {
-			name := args[0]
-			inv, err := loadInventory(g)
-			if err != nil {
-				return err
-			}
+		RunE: onInventoryNode(g, func(ctx context.Context, inv *inventory.Inventory, name string) error {
 			if _, ok := inv.Node(name); !ok {
 				return fail(fmt.Errorf("node %s is not in the inventory %s: add it under nodes: first (rack inventory validate checks it)", name, inv.File))
 			}
-			ctx := c.Context()
 			so := stacks.Options{Backend: backend, Progress: g.stderr}
 			if !nodesOnly {
 				if err := stacks.Check(ctx, so); err != nil {
@@ -222,7 +224,7 @@ other node; it waits until the Node is Ready, then re-runs the platform stacks
 				return nil
 			}
 			return platformUp(ctx, g, inv, so)
-		},
+		}),
 	}
 	nf.register(cmd)
 	cmd.Flags().BoolVar(&nodesOnly, "nodes-only", false, "stop once the node is Ready (do not re-run the platform stacks)")
@@ -246,12 +248,7 @@ while others remain, or a server whose removal leaves etcd without quorum,
 unless --force. --force also removes an unreachable node from the cluster
 without uninstalling it. Remove the node from the inventory afterwards.`,
 		Args: exactArgs(1, "the node's name (as the inventory lists it)"),
-		RunE: func(c *cobra.Command, args []string) error {
-			name := args[0]
-			inv, err := loadInventory(g)
-			if err != nil {
-				return err
-			}
+		RunE: onInventoryNode(g, func(ctx context.Context, inv *inventory.Inventory, name string) error {
 			o, err := k3s.NewOptions(inv)
 			if err != nil {
 				return fail(err)
@@ -265,7 +262,6 @@ without uninstalling it. Remove the node from the inventory afterwards.`,
 			if err != nil {
 				return fail(err)
 			}
-			ctx := c.Context()
 			u := k3s.NewUpgrader(inv, o, cs)
 			r, err := u.PlanRemoval(ctx, name, k3s.RemoveOptions{Force: df.force, Drain: df.options(g)})
 			if err != nil {
@@ -293,7 +289,7 @@ without uninstalling it. Remove the node from the inventory afterwards.`,
 				fmt.Fprintf(g.stdout, "node %s removed: delete its entry from %s, or rack up installs it again\n", name, inv.File)
 			}
 			return nil
-		},
+		}),
 	}
 	df.register(cmd, "drain-timeout", "remove the last server, the first server, a member etcd needs for quorum, or an unreachable node (from the cluster only)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the Node's deletion and the etcd member's removal")
