@@ -1,6 +1,7 @@
-// Package testenv holds the rule every root-only test follows: skip with a
-// one-line reason on a developer's machine, fail on CI (RACK_TEST_REQUIRE_ROOT=1),
-// which must run every test.
+// Package testenv holds what rack's tests share: the rule every root-only
+// test follows (skip with a one-line reason on a developer's machine, fail on
+// CI, RACK_TEST_REQUIRE_ROOT=1, which must run every test), waiting for a
+// condition, and crash helpers (a test process killed outright).
 package testenv
 
 import (
