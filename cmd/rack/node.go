@@ -192,12 +192,8 @@ other node; it waits until the Node is Ready, then re-runs the platform stacks
 			if err := printPlan(g, plan); err != nil {
 				return fail(err)
 			}
-			// The first server is in the plan for its kubeconfig only: a
-			// change it needs is rack up's, not this command's.
-			for _, np := range plan.Nodes {
-				if np.Node != name && np.Changes() {
-					return fail(fmt.Errorf("rack node add changes %s only, but %s's plan changes it too (%s): run rack up first", name, np.Node, strings.Join(np.Reasons, "; ")))
-				}
+			if err := plan.ChangesOnly(name); err != nil {
+				return fail(fmt.Errorf("rack node add: %w", err))
 			}
 			if plan.Changes() > 0 && !g.yes {
 				if err := confirm(g, fmt.Sprintf("Add %s to cluster %s?", name, inv.Cluster.Name)); err != nil {

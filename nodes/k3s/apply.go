@@ -83,6 +83,19 @@ type Plan struct {
 // Changes counts the nodes the plan touches.
 func (p *Plan) Changes() int { return countChanges(p.Nodes) }
 
+// ChangesOnly refuses a plan that changes a node other than name: a command
+// that works on one node (rack node add) leaves the others to rack up. The
+// plan may hold other nodes unchanged, like the first server it reads the
+// kubeconfig from.
+func (p *Plan) ChangesOnly(name string) error {
+	for _, np := range p.Nodes {
+		if np.Node != name && np.Changes() {
+			return fmt.Errorf("this changes %s only, but %s's plan changes it too (%s): run rack up first", name, np.Node, strings.Join(np.Reasons, "; "))
+		}
+	}
+	return nil
+}
+
 // countChanges counts the node plans that change something.
 func countChanges(plans []NodePlan) int {
 	n := 0

@@ -243,3 +243,38 @@ func TestPlanNode(t *testing.T) {
 		})
 	}
 }
+
+// TestChangesOnly: rack node add refuses a plan that would touch another
+// node; other nodes may be in it unchanged (the first server, for its
+// kubeconfig), unreachable or refused — neither changes them.
+func TestChangesOnly(t *testing.T) {
+	np := func(node string, a Action, reasons ...string) NodePlan {
+		return NodePlan{Node: node, Action: a, Reasons: reasons}
+	}
+	cases := []struct {
+		name  string
+		nodes []NodePlan
+		want  string // substring of the error; empty: allowed
+	}{
+		{"the node alone", []NodePlan{np("wrk-2", ActionInstall, "k3s is not installed")}, ""},
+		{"first server unchanged", []NodePlan{np("srv-1", ActionNothing), np("wrk-2", ActionInstall)}, ""},
+		{"nothing to do at all", []NodePlan{np("srv-1", ActionNothing), np("wrk-2", ActionNothing)}, ""},
+		{"another node unreachable or refused", []NodePlan{np("wrk-1", ActionUnreachable), np("wrk-3", ActionRefused), np("wrk-2", ActionInstall)}, ""},
+		{"first server needs an upgrade", []NodePlan{np("srv-1", ActionUpgrade, "runs v1.33.4+k3s1, want v1.33.5+k3s1"), np("wrk-2", ActionInstall)},
+			"changes wrk-2 only, but srv-1's plan changes it too (runs v1.33.4+k3s1, want v1.33.5+k3s1): run rack up first"},
+		{"another node's config changed", []NodePlan{np("wrk-1", ActionReconfigure, "config.yaml changed", "unit changed"), np("wrk-2", ActionNothing)},
+			"wrk-1's plan changes it too (config.yaml changed; unit changed)"},
+		{"a restart is a change", []NodePlan{np("wrk-1", ActionRestart, "the service is not running")}, "wrk-1's plan changes it too"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := (&Plan{Nodes: tc.nodes}).ChangesOnly("wrk-2")
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("error %v, want it to say %q", err, tc.want)
+			}
+		})
+	}
+}
