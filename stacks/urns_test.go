@@ -27,13 +27,13 @@ func TestURNsStayPut(t *testing.T) {
 	if err := os.WriteFile(kubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	platform, err := platformRun(loadFile("../inventory/rack.yaml")(t), Options{Kubeconfig: kubeconfig})
+	inv := loadFile("../inventory/rack.yaml")(t)
+	platform, err := platformRun(inv, Options{Kubeconfig: kubeconfig})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Every app released and a candidate under way (the slots, canaries
 	// and mirrors a release adds), and an app with secrets and a volume.
-	inv := loadFile("../inventory/rack.yaml")(t)
 	apps, err := appsRun(inv, withCandidates(t, inv, deployedStates(t, inv)), AppsOptions{Options: Options{Kubeconfig: kubeconfig}})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ package samplehook
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -60,10 +61,7 @@ func Refuses(t testing.TB, ctx context.Context, cs kubernetes.Interface, service
 
 	cms := cs.CoreV1().ConfigMaps("default")
 	cm := func(name string, deny bool) *corev1.ConfigMap {
-		labels := map[string]string{}
-		for k, v := range selector {
-			labels[k] = v
-		}
+		labels := maps.Clone(selector)
 		if deny {
 			labels[DenyLabel] = "true"
 		}

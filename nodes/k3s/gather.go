@@ -302,9 +302,8 @@ func desiredFor(ctx context.Context, inv *inventory.Inventory, n inventory.Node,
 	if err != nil {
 		return Desired{}, err
 	}
-	servers := inv.Servers()
 	return Desired{Node: n, Version: inv.Cluster.K3s.Version, Arch: arch, BinarySHA256: sum, Images: images, Config: cfg, Unit: unit,
-		Packages: storagePackages(n), Dirs: localDirs(inv, n), FirstServer: len(servers) > 0 && servers[0].Name == n.Name,
+		Packages: storagePackages(n), Dirs: localDirs(inv, n), FirstServer: isFirstServer(inv, n),
 		EtcdMember: n.IsServer() && embeddedEtcd(inv)}, nil
 }
 

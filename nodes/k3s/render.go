@@ -65,11 +65,18 @@ func ServerURL(host string) string { return kube.ServerURL(host, APIPort) }
 // server keeps k3s' default SQLite.
 func embeddedEtcd(inv *inventory.Inventory) bool { return len(inv.Servers()) > 1 }
 
+// isFirstServer reports whether n is the inventory's first server: the one
+// every other node joins and whose kubeconfig rack fetches.
+func isFirstServer(inv *inventory.Inventory, n inventory.Node) bool {
+	servers := inv.Servers()
+	return n.IsServer() && len(servers) > 0 && servers[0].Name == n.Name
+}
+
 // JoinURL is the server a node joins: joining servers go to the first server
 // (an existing etcd member), agents to the cluster's apiEndpoint.
 func JoinURL(inv *inventory.Inventory, n inventory.Node) string {
 	servers := inv.Servers()
-	if len(servers) == 0 || (n.IsServer() && servers[0].Name == n.Name) {
+	if len(servers) == 0 || isFirstServer(inv, n) {
 		return ""
 	}
 	if n.IsServer() {
@@ -87,7 +94,7 @@ func Config(inv *inventory.Inventory, n inventory.Node, token string) ([]byte, e
 	if url := JoinURL(inv, n); url != "" {
 		m.add("server", url)
 	}
-	if servers := inv.Servers(); embeddedEtcd(inv) && n.IsServer() && servers[0].Name == n.Name {
+	if embeddedEtcd(inv) && isFirstServer(inv, n) {
 		// Several servers: the first initialises embedded etcd, the others join it.
 		m.add("cluster-init", true)
 	}
