@@ -177,7 +177,14 @@ func (r *run) up(ctx context.Context, opts Options) (Result, error) {
 	}
 	w := progress(opts)
 	var res auto.UpResult
-	err = retryWebhook(ctx, opts.webhookRetry.orDefault(), w, func() error {
+	answers := func(ctx context.Context) error {
+		_, dyn, err := kubeClients(r.kubeconfig)
+		if err != nil {
+			return err
+		}
+		return metalLBAnswers(ctx, dyn)
+	}
+	err = retryWebhook(ctx, opts.webhookRetry.orDefault(), w, answers, func() error {
 		// Refresh first: a release or object deleted or changed by hand is
 		// seen, and put back, instead of trusted from the last run's state.
 		res, err = st.Up(ctx, optup.Refresh(), optup.ProgressStreams(w), optup.ErrorProgressStreams(w))

@@ -2,10 +2,18 @@ package stacks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"regexp"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/homelab/rack/addons/metallb"
 )
 
 // MetalLB's controller passes its readiness probe before its webhook
@@ -25,43 +33,90 @@ func webhookNotReady(err error) bool {
 	return err != nil && metalLBWebhookNotReady.MatchString(err.Error())
 }
 
-// retryPolicy bounds the retries: attempts in all, wait in between.
+// retryPolicy bounds the wait for the webhook: budget from the first
+// failure, a probe every poll.
 type retryPolicy struct {
-	attempts int
-	wait     time.Duration
+	budget time.Duration
+	poll   time.Duration
 }
 
-// The webhook answers within seconds of the controller starting; five
-// tries 15 s apart give it a minute, then the error stands.
-var defaultWebhookRetry = retryPolicy{attempts: 5, wait: 15 * time.Second}
+// The webhook usually answers within seconds of the controller starting,
+// but a loaded machine (a Pi 3 starting every addon at once, or CI) has
+// taken over a minute; five minutes of cheap probes cost nothing when it
+// answers early.
+var defaultWebhookRetry = retryPolicy{budget: 5 * time.Minute, poll: 5 * time.Second}
 
 func (p retryPolicy) orDefault() retryPolicy {
-	if p.attempts == 0 {
+	if p.budget == 0 {
 		return defaultWebhookRetry
 	}
 	return p
 }
 
-// retryWebhook runs up, again while it fails only because MetalLB's
-// webhook does not answer yet, at most p.attempts times in all. Each run
-// is a whole `pulumi up`: what the failed one created stays, the rest is
-// created by the next.
-func retryWebhook(ctx context.Context, p retryPolicy, w io.Writer, up func() error) error {
-	for attempt := 1; ; attempt++ {
+// retryWebhook runs up, and again while it fails only because MetalLB's
+// webhook does not answer yet. Between runs it waits for answers (a
+// probe of the webhook itself, not a whole `pulumi up` every time), at
+// most p.budget from the first failure. Each run is a whole `pulumi up`:
+// what the failed one created stays, the rest is created by the next.
+func retryWebhook(ctx context.Context, p retryPolicy, w io.Writer, answers func(context.Context) error, up func() error) error {
+	var deadline time.Time
+	for {
 		err := up()
 		if !webhookNotReady(err) {
 			return err
 		}
-		if attempt >= p.attempts {
-			return fmt.Errorf("MetalLB's webhook did not answer in %d attempts over %v (is its controller running? kubectl -n metallb-system get pods,endpoints): %w",
-				p.attempts, time.Duration(p.attempts-1)*p.wait, err)
+		if deadline.IsZero() {
+			deadline = time.Now().Add(p.budget)
 		}
-		fmt.Fprintf(w, "rack: MetalLB's webhook does not answer yet (it starts after its controller is ready, metallb issue 1597): trying again in %v (%d of %d)\n",
-			p.wait, attempt+1, p.attempts)
+		fmt.Fprintf(w, "rack: MetalLB's webhook does not answer yet (it starts after its controller is ready, metallb issue 1597): waiting for it, %v at most\n",
+			time.Until(deadline).Round(time.Second))
+		if werr := waitWebhook(ctx, p.poll, deadline, answers); werr != nil {
+			return fmt.Errorf("MetalLB's webhook did not answer within %v (is its controller running? kubectl -n %s get pods,endpoints): %v; the last run: %w",
+				p.budget, metallb.DefaultNamespace, werr, err)
+		}
+		fmt.Fprintln(w, "rack: MetalLB's webhook answers: running again")
+	}
+}
+
+// waitWebhook probes every poll until answers says the webhook answers
+// (nil, or any error but "failed calling webhook": the next run shows
+// that one), the deadline passes, or ctx ends.
+func waitWebhook(ctx context.Context, poll time.Duration, deadline time.Time, answers func(context.Context) error) error {
+	last := errors.New("not asked: no time left")
+	for time.Now().Add(poll).Before(deadline) {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (while waiting for MetalLB's webhook: %v)", err, ctx.Err())
-		case <-time.After(p.wait):
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+		pctx, cancel := context.WithDeadline(ctx, deadline)
+		last = answers(pctx)
+		expired := pctx.Err() != nil
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !expired && !webhookNotReady(last) {
+			return nil
 		}
 	}
+	return fmt.Errorf("the last probe: %w", last)
+}
+
+var ipAddressPools = schema.GroupVersionResource{Group: "metallb.io", Version: "v1beta1", Resource: "ipaddresspools"}
+
+// metalLBAnswers asks MetalLB's webhook for real: a server-side dry run of
+// an IPAddressPool create goes through admission (the webhooks declare no
+// side effects), and stores nothing. A pool the webhook refuses (say, one
+// overlapping the inventory's) still proves it answers.
+func metalLBAnswers(ctx context.Context, dyn dynamic.Interface) error {
+	probe := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+		"metadata": map[string]any{"name": "rack-webhook-probe", "namespace": metallb.DefaultNamespace},
+		// TEST-NET-1 (RFC 5737), never assigned: autoAssign off besides.
+		"spec": map[string]any{"addresses": []any{"192.0.2.1/32"}, "autoAssign": false},
+	}}
+	_, err := dyn.Resource(ipAddressPools).Namespace(metallb.DefaultNamespace).
+		Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	return err
 }

@@ -48,41 +48,83 @@ func TestWebhookNotReady(t *testing.T) {
 }
 
 func TestRetryWebhook(t *testing.T) {
-	p := retryPolicy{attempts: 4, wait: time.Millisecond}
+	p := retryPolicy{budget: time.Second, poll: time.Millisecond}
+	answering := func(context.Context) error { return nil }
+	// A webhook that refuses the probe answers all the same.
+	refusing := func(context.Context) error { return errors.New(denied) }
+	silent := func(context.Context) error { return errors.New(badCert) }
 
 	t.Run("until it answers", func(t *testing.T) {
-		var progress testenv.Buffer
-		calls := 0
-		err := retryWebhook(context.Background(), p, &progress, func() error {
-			calls++
-			if calls < 3 {
+		for name, answers := range map[string]func(context.Context) error{"answering": answering, "refusing": refusing} {
+			var progress testenv.Buffer
+			calls := 0
+			err := retryWebhook(context.Background(), p, &progress, answers, func() error {
+				calls++
+				if calls < 3 {
+					return errors.New(notAnswering)
+				}
+				return nil
+			})
+			if err != nil || calls != 3 {
+				t.Fatalf("%s: err %v after %d runs, want success on the third", name, err, calls)
+			}
+			out := progress.String()
+			if strings.Count(out, "MetalLB's webhook does not answer yet") != 2 || strings.Count(out, "MetalLB's webhook answers: running again") != 2 {
+				t.Errorf("%s: want a note per failed run and per answer:\n%s", name, out)
+			}
+		}
+	})
+
+	t.Run("probes, not runs, while it is silent", func(t *testing.T) {
+		probes, calls := 0, 0
+		answers := func(context.Context) error {
+			if probes++; probes < 5 {
+				return errors.New(noEndpoints)
+			}
+			return nil
+		}
+		err := retryWebhook(context.Background(), p, &testenv.Buffer{}, answers, func() error {
+			if calls++; calls == 1 {
 				return errors.New(notAnswering)
 			}
 			return nil
 		})
-		if err != nil || calls != 3 {
-			t.Fatalf("err %v after %d calls, want success on the third", err, calls)
-		}
-		if n := strings.Count(progress.String(), "MetalLB's webhook does not answer yet"); n != 2 {
-			t.Errorf("%d notes, want one per retry:\n%s", n, progress.String())
+		if err != nil || calls != 2 || probes != 5 {
+			t.Errorf("err %v, %d runs and %d probes: want 2 runs, the second after the fifth probe answered", err, calls, probes)
 		}
 	})
 
 	t.Run("bounded, with the cause", func(t *testing.T) {
+		p := retryPolicy{budget: 50 * time.Millisecond, poll: 5 * time.Millisecond}
 		calls := 0
-		err := retryWebhook(context.Background(), p, &testenv.Buffer{}, func() error { calls++; return errors.New(noEndpoints) })
-		if calls != 4 {
-			t.Errorf("%d calls, want 4", calls)
+		start := time.Now()
+		err := retryWebhook(context.Background(), p, &testenv.Buffer{}, silent, func() error { calls++; return errors.New(noEndpoints) })
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("gave up after %v, budget %v", took, p.budget)
 		}
-		if err == nil || !strings.Contains(err.Error(), "did not answer in 4 attempts") || !strings.Contains(err.Error(), "no endpoints available") {
-			t.Errorf("error %v: want the bound and the cause", err)
+		if calls != 1 {
+			t.Errorf("%d runs, want 1: the probe never answered", calls)
+		}
+		for _, want := range []string{"did not answer within 50ms", "the last probe: Internal error occurred: failed calling webhook", "the last run: Internal error occurred", "no endpoints available", "certificate signed by unknown authority"} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v: want %q", err, want)
+			}
+		}
+	})
+
+	t.Run("bounded when the probe answers but the runs still fail", func(t *testing.T) {
+		p := retryPolicy{budget: 50 * time.Millisecond, poll: 5 * time.Millisecond}
+		calls := 0
+		err := retryWebhook(context.Background(), p, &testenv.Buffer{}, answering, func() error { calls++; return errors.New(notAnswering) })
+		if err == nil || !strings.Contains(err.Error(), "did not answer within 50ms") || calls < 2 {
+			t.Errorf("err %v after %d runs", err, calls)
 		}
 	})
 
 	t.Run("other errors at once", func(t *testing.T) {
 		for _, msg := range []string{denied, otherHook, "boom"} {
 			calls := 0
-			err := retryWebhook(context.Background(), p, &testenv.Buffer{}, func() error { calls++; return errors.New(msg) })
+			err := retryWebhook(context.Background(), p, &testenv.Buffer{}, silent, func() error { calls++; return errors.New(msg) })
 			if calls != 1 || err == nil || err.Error() != msg {
 				t.Errorf("%q: %d calls, err %v; want one call and the error unchanged", msg, calls, err)
 			}
@@ -91,7 +133,7 @@ func TestRetryWebhook(t *testing.T) {
 
 	t.Run("cancelled while waiting", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		err := retryWebhook(ctx, retryPolicy{attempts: 5, wait: time.Hour}, &testenv.Buffer{}, func() error { cancel(); return errors.New(notAnswering) })
+		err := retryWebhook(ctx, retryPolicy{budget: time.Hour, poll: time.Minute}, &testenv.Buffer{}, silent, func() error { cancel(); return errors.New(notAnswering) })
 		if err == nil || !strings.Contains(err.Error(), "context canceled") {
 			t.Errorf("error %v", err)
 		}
