@@ -59,14 +59,15 @@ func (p retryPolicy) orDefault() retryPolicy {
 // most p.budget from the first failure. Each run is a whole `pulumi up`:
 // what the failed one created stays, the rest is created by the next.
 func retryWebhook(ctx context.Context, p retryPolicy, w io.Writer, answers func(context.Context) error, up func() error) error {
-	var deadline time.Time
+	var first, deadline time.Time
 	for {
 		err := up()
 		if !webhookNotReady(err) {
 			return err
 		}
 		if deadline.IsZero() {
-			deadline = time.Now().Add(p.budget)
+			first = time.Now()
+			deadline = first.Add(p.budget)
 		}
 		fmt.Fprintf(w, "rack: MetalLB's webhook does not answer yet (it starts after its controller is ready, metallb issue 1597): waiting for it, %v at most\n",
 			time.Until(deadline).Round(time.Second))
@@ -74,7 +75,7 @@ func retryWebhook(ctx context.Context, p retryPolicy, w io.Writer, answers func(
 			return fmt.Errorf("MetalLB's webhook did not answer within %v (is its controller running? kubectl -n %s get pods,endpoints): %v; the last run: %w",
 				p.budget, metallb.DefaultNamespace, werr, err)
 		}
-		fmt.Fprintln(w, "rack: MetalLB's webhook answers: running again")
+		fmt.Fprintf(w, "rack: MetalLB's webhook answers, %v after the first failure: running again\n", time.Since(first).Round(time.Second))
 	}
 }
 

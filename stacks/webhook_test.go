@@ -69,7 +69,7 @@ func TestRetryWebhook(t *testing.T) {
 				t.Fatalf("%s: err %v after %d runs, want success on the third", name, err, calls)
 			}
 			out := progress.String()
-			if strings.Count(out, "MetalLB's webhook does not answer yet") != 2 || strings.Count(out, "MetalLB's webhook answers: running again") != 2 {
+			if strings.Count(out, "MetalLB's webhook does not answer yet") != 2 || strings.Count(out, "MetalLB's webhook answers, ") != 2 {
 				t.Errorf("%s: want a note per failed run and per answer:\n%s", name, out)
 			}
 		}
