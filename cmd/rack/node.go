@@ -259,22 +259,19 @@ without uninstalling it. Remove the node from the inventory afterwards.`,
 				return fail(err)
 			}
 			u := k3s.NewUpgrader(inv, o, cs)
+			defer u.Close()
 			r, err := u.PlanRemoval(ctx, name, k3s.RemoveOptions{Force: df.force, Drain: df.options(g)})
 			if err != nil {
-				u.Close()
 				return fail(err)
 			}
 			if err := printRemoval(g, r); err != nil {
-				u.Close()
 				return fail(err)
 			}
 			if r.Blocked(df.force) {
-				u.Close()
 				return fail(fmt.Errorf("refused, nothing was changed: %s", strings.Join(r.Refusals, "; ")))
 			}
 			if !g.yes {
 				if err := confirm(g, fmt.Sprintf("Remove %s from cluster %s and uninstall k3s on it?", name, inv.Cluster.Name)); err != nil {
-					u.Close()
 					return err
 				}
 			}

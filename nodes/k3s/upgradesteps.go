@@ -45,13 +45,15 @@ func NewUpgrader(inv *inventory.Inventory, o Options, cs kubernetes.Interface) *
 	return &Upgrader{inv: inv, opts: o, cs: cs, runs: map[string]*run{}, targets: map[string]nodes.Target{}}
 }
 
-// Close releases the local files the steps opened.
+// Close releases the local files the steps opened. It may be called more
+// than once (a Removal's Run closes its Upgrader, and so may the caller).
 func (u *Upgrader) Close() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	for _, x := range u.runs {
 		x.files.Close()
 	}
+	clear(u.runs)
 }
 
 // Target is the SSH target of an inventory node.
