@@ -172,7 +172,14 @@ func (s slowReaderAt) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestUploadSurvivesSSHDKill(t *testing.T) {
-	ctx, host, h, logs := oneHost(t, testrack.SudoUser)
+	r := testrack.New(t, 1)
+	ctx, host := testCtx(t), r.Hosts[0]
+	o, logs, _ := testOptions(env{})
+	// Reconnects for about 4 s: sshd comes back once the kill and a
+	// restart are done, which took over the default three attempts'
+	// 200 ms on a loaded machine.
+	o.Attempts = 8
+	h := mustConnect(t, ctx, targetFor(r, host, testrack.SudoUser), o)
 	local, sum := randomFile(t, 16<<20)
 	src, err := OpenSource(local)
 	if err != nil {
