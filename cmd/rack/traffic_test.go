@@ -175,8 +175,18 @@ func startTrafficRack(t testing.TB) (*trafficRack, *testlab.Lab, error) {
 	env[stacks.EnvPassphrase] = ""
 	r := &trafficRack{Inventory: lab.Inventory, Env: env, Kube: lab.Clientset(),
 		HTTP: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
-	if out, errOut, code := r.rack(t, "up", "--yes"); code != exitOK {
+	began := time.Now()
+	out, errOut, code := r.rack(t, "up", "--yes")
+	if code != exitOK {
 		return fail(fmt.Errorf("rack up: exit %d\n%s\n%s", code, out, errOut))
+	}
+	// rack's own notes (a wait for MetalLB's webhook, say) show how a
+	// passing run went, on a machine that may be busier than this one.
+	t.Logf("the real-pods rack: rack up took %v", time.Since(began).Round(time.Second))
+	for line := range strings.Lines(errOut) {
+		if strings.HasPrefix(strings.TrimSpace(line), "rack: ") {
+			t.Logf("  %s", strings.TrimSpace(line))
+		}
 	}
 	// A context of its own: the lab's may have run out while rack up ran
 	// (measured on a loaded machine: the lab took 9 minutes, rack up 2).
