@@ -52,8 +52,9 @@ func listDir(t *testing.T, h *testrack.Host, dir string) string {
 }
 
 // oneHost starts a one-host rack and connects to it as user; the sudo
-// password user gets the rack's password.
-func oneHost(t *testing.T, user string) (context.Context, *testrack.Host, *Host, *testenv.Buffer) {
+// password user gets the rack's password. tune, if given, adjusts the
+// options first.
+func oneHost(t *testing.T, user string, tune ...func(*Options)) (context.Context, *testrack.Host, *Host, *testenv.Buffer) {
 	t.Helper()
 	r := testrack.New(t, 1)
 	ctx := testCtx(t)
@@ -62,6 +63,9 @@ func oneHost(t *testing.T, user string) (context.Context, *testrack.Host, *Host,
 		e = env{EnvSudoPassword: r.SudoPassword}
 	}
 	o, logs, _ := testOptions(e)
+	for _, f := range tune {
+		f(&o)
+	}
 	return ctx, r.Hosts[0], mustConnect(t, ctx, targetFor(r, r.Hosts[0], user), o), logs
 }
 
@@ -172,14 +176,10 @@ func (s slowReaderAt) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestUploadSurvivesSSHDKill(t *testing.T) {
-	r := testrack.New(t, 1)
-	ctx, host := testCtx(t), r.Hosts[0]
-	o, logs, _ := testOptions(env{})
 	// Reconnects for about 4 s: sshd comes back once the kill and a
 	// restart are done, which took over the default three attempts'
 	// 200 ms on a loaded machine.
-	o.Attempts = 8
-	h := mustConnect(t, ctx, targetFor(r, host, testrack.SudoUser), o)
+	ctx, host, h, logs := oneHost(t, testrack.SudoUser, func(o *Options) { o.Attempts = 8 })
 	local, sum := randomFile(t, 16<<20)
 	src, err := OpenSource(local)
 	if err != nil {
